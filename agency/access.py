@@ -1,0 +1,60 @@
+"""Membership-based authorization, used inside the reactive functions.
+
+A user's memberships are read through the reactive cache, tagged by the user's
+membership rows, so a check costs a cache round trip and a membership change
+takes effect at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from reactive.cache import cached
+from reactive.errors import Forbidden
+from reactive.functions import Context
+from reactive.tags import scoped_tag
+
+from .models import Membership
+
+MANAGERS = (Membership.Role.OWNER, Membership.Role.ADMIN)
+
+
+def memberships(ctx: Context) -> dict[str, str]:
+    """{organization id: role} for the caller."""
+    if "memberships" not in ctx.memo:
+        user_id = ctx.user.pk
+        ctx.memo["memberships"] = cached(
+            f"memberships:{user_id}",
+            [scoped_tag(Membership, "user_id", user_id)],
+            lambda: {
+                str(org): role
+                for org, role in Membership.objects.filter(user_id=user_id).values_list(
+                    "organization_id", "role"
+                )
+            },
+        )
+    return ctx.memo["memberships"]
+
+
+def ensure_member(ctx: Context, organization_id: Any, roles: tuple[str, ...] = ()) -> str:
+    """The caller's role in the organization; Forbidden unless a member (with one of `roles`)."""
+    role = memberships(ctx).get(str(organization_id))
+    if role is None or (roles and role not in roles):
+        raise Forbidden()
+    return role
+
+
+def member_of(field: str = "organization_id"):
+    """An access check: the caller is a member of the organization named by `field`."""
+
+    def check(ctx: Context, inp: BaseModel) -> None:
+        ensure_member(ctx, getattr(inp, field))
+
+    return check
+
+
+def result_member(ctx: Context, inp: BaseModel, data: dict) -> None:
+    """A result check: the caller is a member of the organization the row belongs to."""
+    ensure_member(ctx, data.get("organizationId") or data.get("id"))

@@ -1,0 +1,31 @@
+"""The admin for the reactive layer: its shared function metrics, read-only."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from .models import FunctionStats
+
+
+@admin.register(FunctionStats)
+class FunctionStatsAdmin(admin.ModelAdmin):
+    """Per-function cache counters, summed over every process; written only by the layer."""
+
+    list_display = ("name", "hits", "misses", "hit_rate", "invalidated", "errors", "updated_at")
+    search_fields = ("name",)
+    ordering = ("name",)
+
+    @admin.display(description="hit rate")
+    def hit_rate(self, obj: FunctionStats) -> str:
+        rate = obj.hit_rate
+        return "—" if rate is None else f"{rate:.1%}"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: FunctionStats | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: FunctionStats | None = None) -> bool:
+        return False

@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+
+
+class ReactiveConfig(AppConfig):
+    """The reactive data layer: functions, tags, capture, cache, events."""
+
+    name = "reactive"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import capture
+
+        capture.install()

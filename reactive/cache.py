@@ -1,0 +1,174 @@
+"""The server cache: versioned tags on Django's cache framework, single flight.
+
+Each tag has a version token. A cached entry stores the versions of its tags as
+read *before* its handler ran; it is a hit only while every one of them is
+unchanged. A writer replaces the tokens of the tags it touched after commit, so
+a reader that raced it stores an entry nobody will ever hit (no stale set). A
+hit is one ``get_many`` (one MGET on Redis). Any cache failure degrades to
+computing the result, never to an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from django.core.cache import caches
+
+from .conf import reactive_settings
+
+logger = logging.getLogger("reactive")
+
+VERSION_PREFIX = "rx:v:"
+ENTRY_PREFIX = "rx:e:"
+FOLLOWER_WAIT = 30.0  # seconds a follower waits for the leader of a flight
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def version_key(tag: str) -> str:
+    """The cache key holding a tag's version token (hashed when unsafe as a key)."""
+    if len(tag) > 180 or any(c.isspace() for c in tag):
+        return VERSION_PREFIX + hashlib.sha1(tag.encode()).hexdigest()
+    return VERSION_PREFIX + tag
+
+
+@dataclass
+class Lookup:
+    """The result of a fetch: the data, the log position it was read at, hit or miss."""
+
+    data: Any
+    cursor: str
+    hit: bool
+    stale: bool = False  # a miss because an entry existed but was invalidated
+
+
+class _Flight:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Any = None
+        self.failed = False
+
+
+class SingleFlight:
+    """Run one computation per key at a time in this process; others share its result."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.flights: dict[Any, _Flight] = {}
+
+    def run(self, key: Any, compute: Callable[[], Any]) -> Any:
+        with self.lock:
+            flight = self.flights.get(key)
+            leader = flight is None
+            if leader:
+                flight = self.flights[key] = _Flight()
+        if not leader:
+            if flight.done.wait(FOLLOWER_WAIT) and not flight.failed:
+                return flight.result
+            return compute()  # the leader failed or is stuck: do not fail with it
+        try:
+            flight.result = compute()
+            return flight.result
+        except BaseException:
+            flight.failed = True
+            raise
+        finally:
+            with self.lock:
+                del self.flights[key]
+            flight.done.set()
+
+
+class ReactiveCache:
+    """Versioned-tag cache over one Django cache alias."""
+
+    def __init__(self, alias: str):
+        self.alias = alias
+        self.flights = SingleFlight()
+
+    @property
+    def backend(self):
+        return caches[self.alias]
+
+    def fetch(
+        self,
+        key: str,
+        tags: list[str],
+        compute: Callable[[], Any],
+        position: Callable[[], str],
+        ttl: int | None = None,
+    ) -> Lookup:
+        """The cached result for `key` if its tags are unchanged, else compute and store it."""
+        vkeys = [version_key(t) for t in tags]
+        try:
+            got = self.backend.get_many([key, *vkeys])
+        except Exception:
+            logger.warning("reactive: cache unavailable, computing %s", key, exc_info=True)
+            return Lookup(compute(), _safe(position), hit=False)
+        entry = got.get(key)
+        current = [got.get(vk) for vk in vkeys]
+        if entry is not None and None not in current and entry["v"] == current:
+            return Lookup(entry["d"], entry["c"], hit=True)
+        versions = self._ensure(vkeys, current)
+        cursor = _safe(position)  # read before the handler, like the versions
+        data = self.flights.run((key, tuple(versions)), compute)
+        try:
+            self.backend.set(key, {"v": versions, "d": data, "c": cursor}, ttl)
+        except Exception:
+            logger.warning("reactive: could not store %s", key, exc_info=True)
+        return Lookup(data, cursor, hit=False, stale=entry is not None)
+
+    def _ensure(self, vkeys: list[str], current: list[str | None]) -> list[str]:
+        versions = list(current)
+        for i, token in enumerate(current):
+            if token is None:
+                fresh = new_token()
+                try:
+                    if self.backend.add(vkeys[i], fresh, None):
+                        token = fresh
+                    else:
+                        token = self.backend.get(vkeys[i])
+                except Exception:
+                    token = None
+                # Evicted again at once, or no cache: a token nobody holds
+                # makes the stored entry a future miss, never a wrong hit.
+                versions[i] = token or "!" + fresh
+        return versions
+
+    def bump(self, tags: Iterable[str]) -> None:
+        """Give each tag a new version, so every entry that read the old one misses."""
+        try:
+            self.backend.set_many({version_key(t): new_token() for t in tags}, None)
+        except Exception:
+            logger.error("reactive: could not bump tag versions", exc_info=True)
+
+    def clear(self) -> None:
+        """Forget every entry and version (tests and operations)."""
+        self.backend.clear()
+
+
+def _safe(position: Callable[[], str]) -> str:
+    try:
+        return position()
+    except Exception:
+        logger.warning("reactive: event log unavailable for a cursor", exc_info=True)
+        return ""
+
+
+@cache
+def reactive_cache() -> ReactiveCache:
+    """The process's reactive cache, on ``REACTIVE["CACHE_ALIAS"]``."""
+    return ReactiveCache(reactive_settings()["CACHE_ALIAS"])
+
+
+def cached(key: str, tags: list[str], compute: Callable[[], Any], ttl: int | None = None) -> Any:
+    """Cache any computation under versioned tags (for helpers such as membership lookups)."""
+    return reactive_cache().fetch(ENTRY_PREFIX + key, tags, compute, lambda: "", ttl).data

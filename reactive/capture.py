@@ -1,0 +1,287 @@
+"""Write capture: every ORM write path -> the tags it touched, published after commit.
+
+Covered: save/create, delete (and cascades, through signals), QuerySet.update,
+bulk_create, bulk_update, QuerySet.delete, m2m add/remove/set/clear. Writes the
+ORM cannot see go through :func:`invalidate`. Inside ``transaction.atomic`` the
+tags wait for the outermost commit; a rollback (of a savepoint too) drops them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from functools import cache, partial
+from typing import Any
+
+from django.db import connections, models, transaction
+from django.db.models.query import QuerySet
+from django.db.models.signals import m2m_changed, post_delete, post_init, post_save, pre_save
+
+from . import events
+from .conf import reactive_settings
+from .relations import relations_of, scoped_fields, tracked_fields
+from .tags import Tag, scoped_tag, table_tag, wildcard_tag
+
+logger = logging.getLogger("reactive")
+
+# tenant id (or None for rows that belong to no tenant) -> tags
+Changes = dict[str | None, set[Tag]]
+SNAPSHOT = "_rx_old"
+
+
+# --- which models, which tenant -------------------------------------------------------
+
+
+@cache
+def is_tracked(model: type[models.Model]) -> bool:
+    """Whether writes to `model` are captured (every app but the ignored ones)."""
+    meta = model._meta
+    return not (meta.abstract or meta.app_label in reactive_settings()["IGNORED_APPS"])
+
+
+@cache
+def tenant_attname(model: type[models.Model]) -> str | None:
+    """The column naming a row's tenant: the pk of the tenant model, or its foreign key."""
+    conf = reactive_settings()
+    if not conf["TENANT_MODEL"]:
+        return None
+    if model._meta.label_lower == conf["TENANT_MODEL"].lower():
+        return model._meta.pk.attname
+    try:
+        return model._meta.get_field(conf["TENANT_FIELD"]).attname
+    except Exception:
+        return None
+
+
+def row_tags(model: type[models.Model], values: Mapping[str, Any]) -> set[Tag]:
+    """The tags one row touches: table, row, scoped and related tags."""
+    tags = {table_tag(model)}
+    for attname in scoped_fields(model):
+        value = values.get(attname)
+        if value is not None:
+            tags.add(scoped_tag(model, attname, value))
+    for template in relations_of(model):
+        if all(values.get(name) is not None for name in template.placeholders):
+            tags.add(template.render(values))
+    return tags
+
+
+def rows_changes(model: type[models.Model], rows: Iterable[Mapping[str, Any]]) -> Changes:
+    """Group the tags of `rows` by the tenant each row belongs to."""
+    changes: Changes = defaultdict(set)
+    tenant = tenant_attname(model)
+    for values in rows:
+        key = values.get(tenant) if tenant else None
+        changes[None if key is None else str(key)] |= row_tags(model, values)
+    return changes
+
+
+def _values(instance: models.Model) -> dict[str, Any]:
+    data = instance.__dict__
+    return {name: data.get(name) for name in tracked_fields(type(instance))}
+
+
+# --- transaction batching -----------------------------------------------------------
+
+
+class _Batch:
+    """The changes of one transaction, published once when the outermost block commits."""
+
+    def __init__(self) -> None:
+        self.changes: Changes = defaultdict(set)
+        self.flush_fn = self.flush  # one bound object, found again by identity
+
+    def add(self, changes: Changes) -> None:
+        for tenant, tags in changes.items():
+            self.changes[tenant] |= tags
+
+    def flush(self) -> None:
+        events.publish(self.changes)
+
+    def alive(self, conn) -> bool:
+        return any(entry[1] is self.flush_fn for entry in reversed(conn.run_on_commit))
+
+    def keep_last(self, conn) -> None:
+        # The flush must run after every marker; markers of a rolled-back
+        # savepoint are dropped by Django, so only committed changes reach it.
+        hooks = conn.run_on_commit
+        if hooks[-1][1] is self.flush_fn:
+            return
+        if len(hooks) >= 2 and hooks[-2][1] is self.flush_fn:
+            hooks[-2], hooks[-1] = hooks[-1], hooks[-2]
+            return
+        entry = next(e for e in hooks if e[1] is self.flush_fn)
+        hooks.remove(entry)
+        hooks.append(entry)
+
+
+def record(changes: Changes, using: str = "default") -> None:
+    """Publish `changes` now in autocommit, or when the current transaction commits."""
+    if not changes:
+        return
+    conn = connections[using]
+    if not conn.in_atomic_block:
+        events.publish(changes)
+        return
+    batch: _Batch | None = getattr(conn, "_reactive_batch", None)
+    if batch is None or not batch.alive(conn):
+        batch = _Batch()
+        conn._reactive_batch = batch
+        # No savepoint ids: a savepoint rollback never drops the flush itself.
+        conn.run_on_commit.append((set(), batch.flush_fn, False))
+    transaction.on_commit(partial(batch.add, dict(changes)), using=using)
+    batch.keep_last(conn)
+
+
+def invalidate(*tags: Tag, tenant: str | None = None, using: str = "default") -> None:
+    """Invalidate tags by hand (after raw SQL), after commit like any other write."""
+    record({None if tenant is None else str(tenant): set(tags)}, using)
+
+
+def invalidate_model(
+    model: type[models.Model], tenant: str | None = None, using: str = "default"
+) -> None:
+    """Invalidate every query on `model` (table and scoped), e.g. after a raw-SQL bulk write."""
+    invalidate(table_tag(model), wildcard_tag(model), tenant=tenant, using=using)
+
+
+# --- signal receivers -----------------------------------------------------------------
+
+
+def _on_init(sender, instance, **kwargs) -> None:
+    if is_tracked(sender):
+        instance.__dict__[SNAPSHOT] = _values(instance)
+
+
+def _on_pre_save(sender, instance, raw=False, update_fields=None, **kwargs) -> None:
+    if not is_tracked(sender) or instance._state.adding:
+        return
+    old = instance.__dict__.get(SNAPSHOT) or {}
+    missing = [name for name in tracked_fields(sender) if old.get(name) is None]
+    if missing and instance.pk is not None:
+        # Deferred fields: read the stored values so the old scopes are invalidated.
+        stored = sender._base_manager.using(instance._state.db or "default")
+        row = stored.filter(pk=instance.pk).values(*missing).first() or {}
+        instance.__dict__[SNAPSHOT] = {**old, **row}
+
+
+def _on_save(sender, instance, created, using, **kwargs) -> None:
+    if not is_tracked(sender):
+        return
+    new = _values(instance)
+    old = instance.__dict__.get(SNAPSHOT)
+    rows = [new] if created or not old or old == new else [old, new]
+    instance.__dict__[SNAPSHOT] = new
+    record(rows_changes(sender, rows), using)
+
+
+def _on_delete(sender, instance, using, **kwargs) -> None:
+    if is_tracked(sender):
+        record(rows_changes(sender, [_values(instance)]), using)
+
+
+def _through_columns(through, instance, reverse: bool) -> tuple[str, str]:
+    fks = [f for f in through._meta.concrete_fields if f.many_to_one]
+    own = [f for f in fks if isinstance(instance, f.related_model)]
+    source = own[1] if reverse and len(own) > 1 else own[0]
+    target = next(f for f in fks if f is not source)
+    return source.attname, target.attname
+
+
+def _on_m2m(sender, instance, action, reverse, pk_set, using, **kwargs) -> None:
+    if not is_tracked(sender) or action not in (
+        "pre_clear",
+        "post_add",
+        "post_remove",
+        "post_clear",
+    ):
+        return
+    source, target = _through_columns(sender, instance, reverse)
+    if action == "pre_clear":
+        linked = sender._base_manager.using(using).filter(**{source: instance.pk})
+        instance.__dict__["_rx_cleared"] = set(linked.values_list(target, flat=True))
+        return
+    pks = pk_set if action != "post_clear" else instance.__dict__.pop("_rx_cleared", set())
+    if not pks:
+        return
+    rows = [{source: instance.pk, target: pk} for pk in pks]
+    changes: Changes = defaultdict(set)
+    tenant_col = tenant_attname(type(instance))
+    tenant = getattr(instance, tenant_col) if tenant_col else None
+    for tags in rows_changes(sender, rows).values():
+        changes[None if tenant is None else str(tenant)] |= tags
+    record(changes, using)
+
+
+# --- QuerySet write paths without signals ------------------------------------------------
+
+_original = {
+    "update": QuerySet.update,
+    "bulk_create": QuerySet.bulk_create,
+    "bulk_update": QuerySet.bulk_update,
+}
+
+
+def _update(self: QuerySet, **kwargs):
+    model = self.model
+    if not is_tracked(model):
+        return _original["update"](self, **kwargs)
+    fields = tracked_fields(model)
+    limit = reactive_settings()["MAX_TRACKED_ROWS"]
+    with transaction.atomic(using=self.db, savepoint=False):
+        before = list(self.values(*fields)[: limit + 1])
+        count = _original["update"](self, **kwargs)
+        if len(before) > limit:
+            invalidate_model(model, using=self.db)
+            return count
+        rows = before
+        written = {model._meta.get_field(name).attname for name in kwargs}
+        if written & set(fields) and before:
+            pks = [row[model._meta.pk.attname] for row in before]
+            rows = before + list(
+                model._base_manager.using(self.db).filter(pk__in=pks).values(*fields)
+            )
+        record(rows_changes(model, rows), self.db)
+    return count
+
+
+def _bulk_create(self: QuerySet, objs, *args, **kwargs):
+    objs = _original["bulk_create"](self, objs, *args, **kwargs)
+    model = self.model
+    if is_tracked(model) and objs:
+        rows = []
+        for obj in objs:
+            obj.__dict__[SNAPSHOT] = values = _values(obj)
+            rows.append(values)
+        record(rows_changes(model, rows), self.db)
+        update_fields = kwargs.get("update_fields") or ()
+        if kwargs.get("update_conflicts") and set(update_fields) & set(tracked_fields(model)):
+            invalidate_model(model, using=self.db)  # old scopes of upserted rows are unknown
+    return objs
+
+
+def _bulk_update(self: QuerySet, objs, fields, *args, **kwargs):
+    objs = list(objs)
+    count = _original["bulk_update"](self, objs, fields, *args, **kwargs)
+    model = self.model
+    if is_tracked(model) and objs:
+        rows = []
+        for obj in objs:
+            old = obj.__dict__.get(SNAPSHOT)
+            obj.__dict__[SNAPSHOT] = new = _values(obj)
+            rows += [new] if not old or old == new else [old, new]
+        record(rows_changes(model, rows), self.db)
+    return count
+
+
+def install() -> None:
+    """Connect the receivers and wrap the QuerySet write paths (idempotent)."""
+    post_init.connect(_on_init, dispatch_uid="reactive.init")
+    pre_save.connect(_on_pre_save, dispatch_uid="reactive.pre_save")
+    post_save.connect(_on_save, dispatch_uid="reactive.save")
+    post_delete.connect(_on_delete, dispatch_uid="reactive.delete")
+    m2m_changed.connect(_on_m2m, dispatch_uid="reactive.m2m")
+    QuerySet.update = _update
+    QuerySet.bulk_create = _bulk_create
+    QuerySet.bulk_update = _bulk_update

@@ -1,0 +1,77 @@
+"""Errors a reactive function raises; each maps to one HTTP status and JSON shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ReactiveError(Exception):
+    """Base of the errors callers see; `status` is the HTTP status it maps to."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str = "", errors: list[dict[str, Any]] | None = None):
+        super().__init__(message or self.__class__.__doc__ or self.code)
+        self.message = message or self.default_message
+        self.errors = errors or []
+
+    default_message = "Bad request."
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": {"code": self.code, "message": self.message}}
+        if self.errors:
+            body["error"]["fields"] = self.errors
+        return body
+
+
+class InvalidInput(ReactiveError):
+    """The input does not satisfy the function's schema; `errors` names the fields."""
+
+    status, code, default_message = 422, "invalid_input", "Invalid input."
+
+
+class NotAuthenticated(ReactiveError):
+    """No identity was given."""
+
+    status, code, default_message = 401, "not_authenticated", "Authentication required."
+
+
+class Forbidden(ReactiveError):
+    """The caller is not allowed to do this (not a member of the organization)."""
+
+    status, code, default_message = 403, "forbidden", "You do not have access to this resource."
+
+
+class NotFound(ReactiveError):
+    """No such function or row."""
+
+    status, code, default_message = 404, "not_found", "Not found."
+
+
+class Conflict(ReactiveError):
+    """The write conflicts with existing data (a unique name taken)."""
+
+    status, code, default_message = 409, "conflict", "Conflict."
+
+
+def field_errors(errors: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """Django's ``ValidationError.message_dict`` as the wire's field list."""
+    return [
+        {"field": _camel(name), "message": " ".join(str(m) for m in messages)}
+        for name, messages in errors.items()
+    ]
+
+
+def pydantic_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pydantic's error list as the wire's field list (camelCase dotted paths)."""
+    out = []
+    for err in errors:
+        loc = [str(part) for part in err.get("loc", ()) if part not in ("body", "query")]
+        out.append({"field": ".".join(_camel(p) for p in loc) or "__root__", "message": err["msg"]})
+    return out
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)

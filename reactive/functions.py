@@ -1,0 +1,232 @@
+"""Reactive functions: a name, a kind, an input schema, dependencies and a handler.
+
+Declare one with a decorator::
+
+    @query("agents.getAll", input=AgentsIn,
+           dependencies=["agency.agent:organization_id={organization_id}"],
+           access=require_member("organization_id"))
+    def get_agents(ctx, inp): ...
+
+or in the original design's form, ``define_reactive_function(name=..., input=...,
+dependencies=..., handler=...)``. Either way it lands in the registry, and runs
+the same way from a view, a task or a shell: ``get_agents.execute({...}, user=u)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
+from django.db import transaction
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticError
+
+from . import metrics
+from .cache import ENTRY_PREFIX, reactive_cache
+from .errors import (
+    Forbidden,
+    InvalidInput,
+    NotAuthenticated,
+    NotFound,
+    ReactiveError,
+    field_errors,
+    pydantic_errors,
+)
+from .log import get_log
+from .schema import NoInput
+from .tags import TagTemplate, dependency_tags
+
+Kind = Literal["query", "mutation"]
+Dependencies = Sequence[str] | Callable[["Context", BaseModel], Sequence[str]]
+AccessCheck = Callable[["Context", BaseModel], None]
+ResultCheck = Callable[["Context", BaseModel, Any], None]
+
+
+@dataclass
+class Context:
+    """Who is calling, and from where; `memo` caches per-call lookups (memberships)."""
+
+    user: Any = None
+    request: Any = None
+    memo: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def authenticated(self) -> bool:
+        return bool(self.user is not None and getattr(self.user, "is_authenticated", False))
+
+
+@dataclass
+class Result:
+    """A function's answer with what clients need to keep it fresh."""
+
+    data: Any
+    key: str = ""
+    tags: list[str] = field(default_factory=list)
+    cursor: str = ""
+    hit: bool = False
+    stale: bool = False  # a miss caused by an invalidation (for metrics)
+
+
+class ReactiveFunction:
+    """One declared query or mutation."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        handler: Callable[[Context, BaseModel], Any],
+        kind: Kind = "query",
+        input: type[BaseModel] = NoInput,
+        output: Any = None,
+        dependencies: Dependencies = (),
+        access: AccessCheck | None = None,
+        check: ResultCheck | None = None,
+        public: bool = False,
+        per_user: bool = False,
+        cache: bool = True,
+        ttl: int | None = None,
+        description: str = "",
+    ):
+        self.name, self.kind, self.handler = name, kind, handler
+        self.input, self.output = input, output
+        self.dependencies = dependencies
+        self.access, self.check = access, check
+        self.public, self.per_user = public, per_user
+        self.cache_enabled, self.ttl = cache, ttl
+        self.description = description or (handler.__doc__ or "").strip()
+        self._templates: list[TagTemplate] | None = None
+
+    def __repr__(self) -> str:
+        return f"<ReactiveFunction {self.kind} {self.name}>"
+
+    # -- pieces --------------------------------------------------------------------
+
+    def parse_input(self, raw: Any) -> BaseModel:
+        """Validate raw input (dict, camelCase or snake_case, or a model) into the schema."""
+        if isinstance(raw, self.input):
+            return raw
+        try:
+            return self.input.model_validate(raw or {})
+        except PydanticError as exc:
+            raise InvalidInput(errors=pydantic_errors(exc.errors())) from None
+
+    def tags_for(self, ctx: Context, inp: BaseModel) -> list[str]:
+        """The dependency tags of one call, placeholders filled from the input and caller."""
+        if callable(self.dependencies):
+            return sorted(set(self.dependencies(ctx, inp)))
+        if self._templates is None:
+            self._templates = [TagTemplate.parse(spec) for spec in self.dependencies]
+        values = inp.model_dump()
+        values["user"] = getattr(ctx.user, "pk", None)
+        return dependency_tags(self._templates, values)
+
+    def key_for(self, ctx: Context, inp: BaseModel) -> str:
+        """The cache key: the function, its input, and the caller for per-user functions."""
+        parts = [inp.model_dump(mode="json")]
+        if self.per_user:
+            parts.append(str(getattr(ctx.user, "pk", "")))
+        version = getattr(settings, "REACTIVE", {}).get("CACHE_VERSION", "1")
+        digest = hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+        return f"{ENTRY_PREFIX}{version}:{self.name}:{digest}"
+
+    # -- running ---------------------------------------------------------------------
+
+    def call(self, raw_input: Any, ctx: Context) -> Result:
+        """Validate, authorize, and answer (from cache for queries); raises ReactiveError."""
+        if not self.public and not ctx.authenticated:
+            raise NotAuthenticated()
+        inp = self.parse_input(raw_input)
+        started = time.perf_counter()
+        try:
+            if self.access:
+                self.access(ctx, inp)
+            result = self._query(ctx, inp) if self.kind == "query" else self._mutate(ctx, inp)
+            if self.check:
+                self.check(ctx, inp, result.data)
+        except ReactiveError:
+            raise
+        except ObjectDoesNotExist:
+            raise NotFound() from None
+        except PermissionDenied as exc:
+            raise Forbidden(str(exc) or "") from None
+        except ValidationError as exc:
+            errors = field_errors(exc.message_dict) if hasattr(exc, "error_dict") else None
+            raise InvalidInput(" ".join(exc.messages), errors=errors) from None
+        except Exception:
+            metrics.record_error(self.name)
+            raise
+        if self.kind == "query":
+            ms = (time.perf_counter() - started) * 1000
+            metrics.record_call(self.name, hit=result.hit, stale=result.stale, ms=ms)
+        return result
+
+    def _query(self, ctx: Context, inp: BaseModel) -> Result:
+        tags = self.tags_for(ctx, inp)
+        key = self.key_for(ctx, inp)
+        log = get_log()
+        if not self.cache_enabled:
+            return Result(self.handler(ctx, inp), key, tags, log.position())
+        found = reactive_cache().fetch(
+            key, tags, lambda: self.handler(ctx, inp), log.position, self.ttl or _default_ttl()
+        )
+        return Result(found.data, key, tags, found.cursor, found.hit, found.stale)
+
+    def _mutate(self, ctx: Context, inp: BaseModel) -> Result:
+        with transaction.atomic():
+            return Result(self.handler(ctx, inp))
+
+    def execute(self, input: Any = None, *, user: Any = None, request: Any = None) -> Any:
+        """Run from anywhere (view, task, shell) and return the data alone."""
+        return self.call(input, Context(user=user, request=request)).data
+
+
+def _default_ttl() -> int:
+    return getattr(settings, "REACTIVE", {}).get("DEFAULT_TTL", 3600)
+
+
+class Registry(dict[str, ReactiveFunction]):
+    """Every declared function by name."""
+
+    def add(self, fn: ReactiveFunction) -> ReactiveFunction:
+        if fn.name in self and self[fn.name] is not fn:
+            raise ValueError(f"reactive function {fn.name!r} is declared twice")
+        self[fn.name] = fn
+        return fn
+
+    def queries(self) -> list[ReactiveFunction]:
+        return [fn for fn in self.values() if fn.kind == "query"]
+
+    def mutations(self) -> list[ReactiveFunction]:
+        return [fn for fn in self.values() if fn.kind == "mutation"]
+
+
+registry = Registry()
+
+
+def define_reactive_function(**options: Any) -> ReactiveFunction:
+    """Declare a function from keyword options (the original design's form)."""
+    return registry.add(ReactiveFunction(**options))
+
+
+def query(name: str, **options: Any) -> Callable[[Callable], ReactiveFunction]:
+    """Decorator: declare a cached, invalidated query."""
+
+    def decorate(handler: Callable) -> ReactiveFunction:
+        return define_reactive_function(name=name, handler=handler, kind="query", **options)
+
+    return decorate
+
+
+def mutation(name: str, **options: Any) -> Callable[[Callable], ReactiveFunction]:
+    """Decorator: declare a mutation (runs in a transaction; its writes invalidate)."""
+
+    def decorate(handler: Callable) -> ReactiveFunction:
+        return define_reactive_function(name=name, handler=handler, kind="mutation", **options)
+
+    return decorate

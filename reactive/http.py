@@ -1,0 +1,164 @@
+"""HTTP plumbing shared by the generated API, the SSE view and projects' own routes.
+
+Identity comes from ``request.user`` (session, or a token middleware that also
+sets ``request.csrf_processing_done``); unsafe cookie-authenticated requests
+must pass Django's CSRF check; every error is one JSON shape.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import CsrfViewMiddleware
+
+from .errors import InvalidInput, ReactiveError
+from .functions import Context, ReactiveFunction, Result
+
+logger = logging.getLogger("reactive")
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS", "TRACE")
+CACHE_HEADER = "X-Reactive-Cache"
+MAX_JSON_DEPTH = 32
+
+
+class CsrfFailed(ReactiveError):
+    """The CSRF token is missing or wrong."""
+
+    status, code, default_message = 403, "csrf_failed", "CSRF verification failed."
+
+
+class BadRequest(ReactiveError):
+    """The request body cannot be read (malformed JSON, too large)."""
+
+    status, code, default_message = 400, "bad_request", "Malformed request."
+
+
+class TooLarge(ReactiveError):
+    """The request body is larger than the server accepts."""
+
+    status, code, default_message = 413, "too_large", "Request body too large."
+
+
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> HttpResponse:
+    """A JSON response from JSON-ready data."""
+    response = HttpResponse(
+        json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        status=status,
+        content_type="application/json",
+    )
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def error_response(exc: ReactiveError) -> HttpResponse:
+    """The one error shape: ``{"error": {"code", "message", "fields"?}}``."""
+    return json_response(exc.as_dict(), status=exc.status)
+
+
+def check_csrf(request: HttpRequest) -> None:
+    """Apply Django's CSRF check to unsafe requests not authenticated by a token."""
+    if request.method in SAFE_METHODS:
+        return
+    failure = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})
+    if failure is not None:
+        raise CsrfFailed()
+
+
+def context(request: HttpRequest) -> Context:
+    """The reactive Context of a request."""
+    return Context(user=getattr(request, "user", None), request=request)
+
+
+def _depth(value: Any, limit: int) -> int:
+    stack = [(value, 1)]
+    deepest = 0
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > limit:
+            return depth
+        if isinstance(item, dict):
+            stack += [(v, depth + 1) for v in item.values()]
+        elif isinstance(item, list):
+            stack += [(v, depth + 1) for v in item]
+    return deepest
+
+
+def json_body(request: HttpRequest) -> dict[str, Any]:
+    """The request's JSON object body ({} when empty); 400/413/422 on anything else."""
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise TooLarge() from None
+    except SuspiciousOperation:
+        raise BadRequest() from None
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("The body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise InvalidInput(
+            "The body must be a JSON object.",
+            errors=[{"field": "__root__", "message": "Expected a JSON object."}],
+        )
+    if _depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise InvalidInput(f"JSON nested deeper than {MAX_JSON_DEPTH} levels.")
+    return body
+
+
+def query_input(request: HttpRequest, fn: ReactiveFunction) -> dict[str, Any]:
+    """A query's input from the query string (list fields take repeated parameters)."""
+    out: dict[str, Any] = {}
+    for key in request.GET:
+        values = request.GET.getlist(key)
+        field = fn.input.model_fields.get(key) or next(
+            (f for f in fn.input.model_fields.values() if f.alias == key), None
+        )
+        is_list = field is not None and "list" in str(field.annotation)
+        out[key] = values if is_list else values[-1]
+    return out
+
+
+def result_response(result: Result, envelope: bool = True, status: int = 200) -> HttpResponse:
+    """A query's answer (``data``, ``key``, ``tags``, ``cursor``) with its cache header."""
+    body = (
+        {"data": result.data, "key": result.key, "tags": result.tags, "cursor": result.cursor}
+        if envelope
+        else result.data
+    )
+    return json_response(
+        body,
+        status=status,
+        headers={
+            CACHE_HEADER: "hit" if result.hit else "miss",
+            "Cache-Control": "private, no-cache",
+        },
+    )
+
+
+def run(
+    fn: ReactiveFunction,
+    request: HttpRequest,
+    source: Callable[[], Any],
+    envelope: bool = True,
+    status: int = 200,
+) -> HttpResponse:
+    """Call `fn` with the input `source` reads from the request; render answer or error."""
+    try:
+        check_csrf(request)
+        result = fn.call(source(), context(request))
+    except ReactiveError as exc:
+        return error_response(exc)
+    if fn.kind == "query":
+        return result_response(result, envelope, status)
+    return json_response({"data": result.data} if envelope else result.data, status=status)

@@ -1,0 +1,159 @@
+"""The per-tenant event log: append-only, monotonic ids, bounded, replayable.
+
+Ids come from one global sequence, so a position (a query's ``cursor``) is
+comparable across tenants. Redis Streams back it when ``REDIS_URL`` is set; an
+in-process store otherwise (embedded mode runs one process). The sequence is
+seeded from the clock, so ids keep growing across restarts; each log also
+remembers its origin, so a position older than what it holds gives a reset.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from functools import cache
+from typing import Protocol
+
+from .conf import reactive_settings
+from .events import Event
+
+
+class Gap(Exception):
+    """The position asked for is older than the log holds: the client must refetch all."""
+
+
+def parse_position(position: str | int | None) -> int | None:
+    """A position as an integer, or None for 'no position'; ValueError when malformed."""
+    if position is None or position == "":
+        return None
+    value = int(str(position).strip())
+    if value < 0:
+        raise ValueError("negative position")
+    return value
+
+
+class EventLog(Protocol):
+    """What the SSE view, the consumer and the publisher need from a log."""
+
+    def append(self, tenant: str, tags: list[str], at: int) -> Event: ...
+
+    def position(self) -> str: ...
+
+    def read(self, tenants: list[str], since: int, limit: int = 1000) -> list[Event]: ...
+
+
+class MemoryLog:
+    """The embedded log: per-tenant deques under one lock."""
+
+    def __init__(self, maxlen: int):
+        self.maxlen = maxlen
+        self.lock = threading.Lock()
+        self.seq = time.time_ns() // 1000  # microseconds: grows across restarts
+        self.origin = self.seq
+        self.streams: dict[str, deque[Event]] = {}
+        self.trimmed: dict[str, int] = {}  # tenant -> id of the newest event dropped
+
+    def append(self, tenant: str, tags: list[str], at: int) -> Event:
+        with self.lock:
+            self.seq += 1
+            event = Event(str(self.seq), tenant, tags, at)
+            stream = self.streams.setdefault(tenant, deque())
+            stream.append(event)
+            if len(stream) > self.maxlen:
+                self.trimmed[tenant] = int(stream.popleft().id)
+            return event
+
+    def position(self) -> str:
+        return str(self.seq)
+
+    def read(self, tenants: list[str], since: int, limit: int = 1000) -> list[Event]:
+        with self.lock:
+            if since < self.origin or since > self.seq:
+                raise Gap(since)
+            out = []
+            for tenant in tenants:
+                if since < self.trimmed.get(tenant, 0):
+                    raise Gap(since)
+                out += [e for e in self.streams.get(tenant, ()) if int(e.id) > since]
+        out.sort(key=lambda e: int(e.id))
+        return out[:limit]
+
+
+_APPEND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[1], ARGV[4])
+  redis.call('SET', KEYS[2], ARGV[4])
+end
+local id = redis.call('INCR', KEYS[1])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], id .. '-0', 't', ARGV[2], 'at', ARGV[3])
+return id
+"""
+
+_POSITION = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('SET', KEYS[2], ARGV[1])
+end
+return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}
+"""
+
+
+class RedisLog:
+    """The shared log: one Redis Stream per tenant, ids ``<seq>-0`` from one counter."""
+
+    def __init__(self, url: str, maxlen: int, prefix: str = "rx"):
+        import redis
+
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=2, socket_connect_timeout=2, decode_responses=True
+        )
+        self.maxlen = maxlen
+        self.seq_key, self.origin_key = f"{prefix}:seq", f"{prefix}:origin"
+        self.prefix = prefix
+        self._append = self.client.register_script(_APPEND)
+        self._position = self.client.register_script(_POSITION)
+
+    def stream_key(self, tenant: str) -> str:
+        return f"{self.prefix}:log:{tenant}"
+
+    def append(self, tenant: str, tags: list[str], at: int) -> Event:
+        keys = [self.seq_key, self.origin_key, self.stream_key(tenant)]
+        args = [self.maxlen, "\x1f".join(tags), at, time.time_ns() // 1000]
+        seq = self._append(keys=keys, args=args)
+        return Event(str(seq), tenant, tags, at)
+
+    def _bounds(self) -> tuple[int, int]:
+        seq, origin = self._position(
+            keys=[self.seq_key, self.origin_key], args=[time.time_ns() // 1000]
+        )
+        return int(seq), int(origin)
+
+    def position(self) -> str:
+        return str(self._bounds()[0])
+
+    def read(self, tenants: list[str], since: int, limit: int = 1000) -> list[Event]:
+        seq, origin = self._bounds()
+        if since < origin or since > seq:
+            raise Gap(since)
+        out: list[Event] = []
+        for tenant in tenants:
+            key = self.stream_key(tenant)
+            if self.client.exists(key):
+                deleted = self.client.xinfo_stream(key).get("max-deleted-entry-id", "0-0")
+                if since < int(str(deleted).split("-")[0]):
+                    raise Gap(since)
+            for entry_id, fields in self.client.xrange(key, min=f"({since}-0", count=limit):
+                tags = fields["t"].split("\x1f") if fields["t"] else []
+                out.append(Event(entry_id.split("-")[0], tenant, tags, int(fields["at"])))
+        out.sort(key=lambda e: int(e.id))
+        return out[:limit]
+
+
+@cache
+def get_log() -> EventLog:
+    """The process's log, chosen by ``REACTIVE["REDIS_URL"]``."""
+    conf = reactive_settings()
+    if conf["REDIS_URL"]:
+        return RedisLog(conf["REDIS_URL"], conf["LOG_MAXLEN"], prefix=conf.get("KEY_PREFIX", "rx"))
+    return MemoryLog(conf["LOG_MAXLEN"])

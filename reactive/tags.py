@@ -1,0 +1,132 @@
+"""Tags: the one vocabulary of invalidation shared by the cache, the event log and clients.
+
+A tag names a set of rows, in one of three shapes:
+
+- ``agency.agent``                       every row of a model (table)
+- ``agency.agent:id=<pk>``               one row (scoped by its primary key)
+- ``agency.agent:organization_id=<v>``   the rows whose field equals a value (scoped)
+
+Every scoped dependency also depends on the model's wildcard ``agency.agent:*``,
+which writes emit only when they cannot say which rows they touched (a very
+large ``QuerySet.update``, or a raw-SQL write invalidated by hand).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from django.apps import apps
+from django.db import models
+
+Tag = str
+
+_SPEC = re.compile(r"^(?P<model>[\w.]+)(?::(?P<field>\w+)=(?P<value>.+))?$")
+
+
+def table_tag(model: type[models.Model]) -> Tag:
+    """The tag of every row of `model`."""
+    return model._meta.label_lower
+
+
+def wildcard_tag(model: type[models.Model]) -> Tag:
+    """The tag that invalidates every scoped query of `model` at once."""
+    return f"{model._meta.label_lower}:*"
+
+
+def scoped_tag(model: type[models.Model], attname: str, value: Any) -> Tag:
+    """The tag of the rows of `model` whose column `attname` equals `value`."""
+    return f"{model._meta.label_lower}:{attname}={format_value(value)}"
+
+
+def row_tag(model: type[models.Model], pk: Any) -> Tag:
+    """The tag of one row of `model`."""
+    return scoped_tag(model, model._meta.pk.attname, pk)
+
+
+def format_value(value: Any) -> str:
+    """Values are compared as text: UUIDs, ints and strings all render one way."""
+    return "" if value is None else str(value)
+
+
+@cache
+def resolve_model(name: str) -> type[models.Model]:
+    """A model from ``app_label.model`` or a bare model name unique across apps."""
+    if "." in name:
+        return apps.get_model(name)
+    found = [m for m in apps.get_models() if m._meta.model_name == name.lower()]
+    if len(found) != 1:
+        raise LookupError(f"model name {name!r} matches {len(found)} models; use app_label.model")
+    return found[0]
+
+
+def resolve_attname(model: type[models.Model], field: str) -> str:
+    """The column attribute for a field name: ``organization`` -> ``organization_id``."""
+    if field == "pk":
+        return model._meta.pk.attname
+    try:
+        return model._meta.get_field(field).attname
+    except Exception as exc:
+        raise LookupError(f"{model._meta.label} has no field {field!r}") from exc
+
+
+@dataclass(frozen=True)
+class TagTemplate:
+    """A tag with placeholders, rendered with input values or row values."""
+
+    model: type[models.Model]
+    attname: str | None = None
+    value: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> TagTemplate:
+        """Parse ``agent``, ``agency.agent:organization_id={organization_id}`` and the like."""
+        match = _SPEC.match(spec.strip())
+        if not match:
+            raise ValueError(f"not a tag spec: {spec!r}")
+        model = resolve_model(match["model"])
+        if match["field"] is None:
+            return cls(model)
+        return cls(model, resolve_attname(model, match["field"]), match["value"])
+
+    @property
+    def placeholders(self) -> list[str]:
+        if self.value is None:
+            return []
+        return [name for _, name, _, _ in string.Formatter().parse(self.value) if name]
+
+    def render(self, values: Mapping[str, Any]) -> Tag:
+        if self.attname is None:
+            return table_tag(self.model)
+        if self.value == "*":
+            return wildcard_tag(self.model)
+        rendered = self.value.format_map(_Formatted(values))
+        return f"{self.model._meta.label_lower}:{self.attname}={rendered}"
+
+    def guards(self) -> list[Tag]:
+        """Tags a query on this template must also watch (the model's wildcard)."""
+        return [] if self.attname is None else [wildcard_tag(self.model)]
+
+
+class _Formatted(dict):
+    def __init__(self, values: Mapping[str, Any]):
+        super().__init__(values)
+
+    def __getitem__(self, key: str) -> str:
+        return format_value(super().__getitem__(key))
+
+    def __missing__(self, key: str) -> str:
+        raise KeyError(f"no value for placeholder {{{key}}}")
+
+
+def dependency_tags(templates: Iterable[TagTemplate], values: Mapping[str, Any]) -> list[Tag]:
+    """Render dependency templates into a sorted, de-duplicated tag list (guards included)."""
+    out: set[Tag] = set()
+    for template in templates:
+        out.add(template.render(values))
+        out.update(template.guards())
+    return sorted(out)

@@ -1,0 +1,42 @@
+"""The API: generated reactive operations, identity, REST routes."""
+
+from django.core.exceptions import SuspiciousOperation
+from ninja.errors import HttpError, ValidationError
+
+from agency.routes import auth_router, rest_router
+from reactive.api import ReactiveAPI, build_router
+from reactive.errors import InvalidInput, ReactiveError, pydantic_errors
+from reactive.functions import registry
+from reactive.http import BadRequest, error_response
+
+api = ReactiveAPI(
+    title="TeamHub API",
+    version="1",
+    description="Reactive functions of TeamHub. See docs/api.md.",
+    urls_namespace="api",
+)
+api.add_router("/auth", auth_router)
+api.add_router("/rx", build_router(api, registry))
+api.add_router("/", rest_router)
+
+
+@api.exception_handler(ReactiveError)
+def reactive_error(request, exc):
+    return error_response(exc)
+
+
+@api.exception_handler(ValidationError)
+def validation_error(request, exc):
+    return error_response(InvalidInput(errors=pydantic_errors(exc.errors)))
+
+
+@api.exception_handler(SuspiciousOperation)
+def suspicious(request, exc):
+    return error_response(BadRequest())
+
+
+@api.exception_handler(HttpError)
+def http_error(request, exc):
+    error = ReactiveError(str(exc))
+    error.status = exc.status_code
+    return error_response(error)
