@@ -56,6 +56,7 @@ class _Flight:
         self.done = threading.Event()
         self.result: Any = None
         self.failed = False
+        self.followers = 0
 
 
 class SingleFlight:
@@ -71,6 +72,8 @@ class SingleFlight:
             leader = flight is None
             if leader:
                 flight = self.flights[key] = _Flight()
+            else:
+                flight.followers += 1
         if not leader:
             if flight.done.wait(FOLLOWER_WAIT) and not flight.failed:
                 return flight.result

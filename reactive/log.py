@@ -85,7 +85,8 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('SET', KEYS[1], ARGV[4])
   redis.call('SET', KEYS[2], ARGV[4])
 end
-local id = redis.call('INCR', KEYS[1])
+redis.call('INCR', KEYS[1])
+local id = redis.call('GET', KEYS[1])  -- a string: Lua would print a big number as a float
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], id .. '-0', 't', ARGV[2], 'at', ARGV[3])
 return id
 """

@@ -111,7 +111,8 @@ else:
                 "timeout": 20,
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
-            "TEST": {"NAME": str(DATA_DIR / "test-teamhub.sqlite3")},
+            # Per process, so that two test runs on one checkout never share a file.
+            "TEST": {"NAME": str(DATA_DIR / f"test-teamhub-{os.getpid()}.sqlite3")},
         }
     }
 

@@ -1,0 +1,122 @@
+"""Shared fixtures: users, organizations, a clean reactive state per test."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from agency.models import Agent, Membership, Organization, User
+from reactive import log as reactive_log
+from reactive.cache import reactive_cache
+
+SERVICES = bool(settings.REDIS_URL)
+
+
+def pytest_report_header(config):
+    db = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+    return [
+        f"teamhub mode: {'services' if SERVICES else 'embedded'} ({db}, "
+        f"{settings.CACHES['default']['BACKEND'].rsplit('.', 1)[-1]})"
+    ]
+
+
+def pytest_collection_modifyitems(config, items):
+    if SERVICES:
+        return
+    skip = pytest.mark.skip(reason="needs DATABASE_URL and REDIS_URL (services mode)")
+    for item in items:
+        if "services" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    """Hashing a password the production way costs ~0.3 s; tests make hundreds."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def reactive_state():
+    """Every test starts with an empty cache and event log."""
+    reactive_cache().clear()
+    log = reactive_log.get_log()
+    if hasattr(log, "client"):
+        keys = list(log.client.scan_iter(f"{log.prefix}:*"))
+        if keys:
+            log.client.delete(*keys)
+    else:
+        reactive_log.get_log.cache_clear()
+    yield
+
+
+@pytest.fixture
+def make_user(db):
+    counter = iter(range(1, 10_000))
+
+    def make(username: str | None = None, **extra) -> User:
+        name = username or f"user{next(counter)}"
+        return User.objects.create_user(name, f"{name}@example.test", "pw-" + name, **extra)
+
+    return make
+
+
+@pytest.fixture
+def make_org(db):
+    counter = iter(range(1, 10_000))
+
+    def make(owner: User, *members: User, name: str | None = None) -> Organization:
+        n = next(counter)
+        org = Organization.objects.create(
+            name=name or f"Org {n}", owner=owner, database_name=f"test_org_{n}_{owner.pk.hex[:6]}"
+        )
+        Membership.objects.create(user=owner, organization=org, role="owner")
+        for member in members:
+            Membership.objects.create(user=member, organization=org, role="member")
+        return org
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user):
+    return make_user("bob")
+
+
+@pytest.fixture
+def org_a(make_org, alice):
+    return make_org(alice, name="Org A")
+
+
+@pytest.fixture
+def org_b(make_org, bob):
+    return make_org(bob, name="Org B")
+
+
+@pytest.fixture
+def agent_a(org_a):
+    return Agent.objects.create(organization=org_a, name="Agent A", role="helper")
+
+
+@pytest.fixture
+def agent_b(org_b):
+    return Agent.objects.create(organization=org_b, name="Agent B", role="helper")
+
+
+def client_for(user: User | None) -> Client:
+    """A browser-like client (CSRF enforced), logged in as `user`."""
+    client = Client(enforce_csrf_checks=True)
+    if user is not None:
+        client.force_login(user)
+    client.get("/api/auth/me")
+    return client
+
+
+@pytest.fixture
+def api():
+    return client_for
