@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from pydantic import BaseModel
 
 from reactive.cache import cached
@@ -58,3 +59,11 @@ def member_of(field: str = "organization_id"):
 def result_member(ctx: Context, inp: BaseModel, data: dict) -> None:
     """A result check: the caller is a member of the organization the row belongs to."""
     ensure_member(ctx, data.get("organizationId") or data.get("id"))
+
+
+def can_follow(user, organization_id: str) -> bool:
+    """Whether `user` may receive an organization's events (streams' authorization hook)."""
+    try:
+        return Membership.objects.filter(user=user, organization_id=organization_id).exists()
+    except (ValueError, ValidationError):
+        return False  # not an organization id at all

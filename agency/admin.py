@@ -14,6 +14,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.core.exceptions import ValidationError
+from django.db import models
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -79,6 +80,11 @@ class UserAdmin(BaseUserAdmin):
     readonly_fields = ("last_login", "date_joined", "updated_at")
     ordering = ("username",)
     inlines = (MembershipInline,)
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+
+    def get_inline_instances(self, request: HttpRequest, obj: User | None = None) -> list:
+        # The add page is the short "username and password" step: memberships come after.
+        return super().get_inline_instances(request, obj) if obj is not None else []
 
 
 @admin.register(Account)

@@ -83,3 +83,25 @@ def record_login_failure(request: HttpRequest, username: str) -> None:
             cache.incr(key)
     except Exception:
         pass
+
+
+class WebSocketTokenAuth:
+    """Authenticate a WebSocket by ``Authorization: Bearer`` or ``?token=`` (scripts only)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        from urllib.parse import parse_qs
+
+        from channels.db import database_sync_to_async
+        from django.contrib.auth.models import AnonymousUser
+
+        headers = {k.decode("latin-1").title(): v.decode("latin-1") for k, v in scope["headers"]}
+        raw = bearer(headers)
+        if raw is None:
+            raw = parse_qs(scope.get("query_string", b"").decode()).get("token", [None])[0]
+        if raw:
+            user = await database_sync_to_async(user_for_token)(raw)
+            scope = {**scope, "user": user or AnonymousUser()}
+        return await self.app(scope, receive, send)

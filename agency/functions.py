@@ -20,6 +20,7 @@ from .serializers import (
     ORGANIZATION_FIELDS,
     TOOL_FIELDS,
     instance,
+    organization,
     wire,
 )
 
@@ -30,6 +31,7 @@ from .serializers import (
     "organizations.getAll",
     output=list[s.MyOrganizationOut],
     dependencies=["agency.membership:user_id={user}", "agency.organization"],
+    tenant=lambda ctx, inp, data: [org["id"] for org in data],
     per_user=True,
 )
 def get_organizations(ctx: Context, inp: NoInput) -> list[dict]:
@@ -40,7 +42,7 @@ def get_organizations(ctx: Context, inp: NoInput) -> list[dict]:
         .order_by("name")
         .values(*ORGANIZATION_FIELDS)
     )
-    return [{**wire(row), "role": roles[str(row["id"])]} for row in rows]
+    return [{**organization(row), "role": roles[str(row["id"])]} for row in rows]
 
 
 @query(
@@ -49,10 +51,11 @@ def get_organizations(ctx: Context, inp: NoInput) -> list[dict]:
     output=s.OrganizationOut,
     dependencies=["agency.organization:id={id}"],
     access=member_of("id"),
+    tenant="id",
 )
 def get_organization(ctx: Context, inp: s.ById) -> dict:
     """One organization the caller belongs to."""
-    return wire(Organization.objects.values(*ORGANIZATION_FIELDS).get(id=inp.id))
+    return organization(Organization.objects.values(*ORGANIZATION_FIELDS).get(id=inp.id))
 
 
 @mutation("organizations.create", input=s.OrganizationCreate, output=s.OrganizationOut)
@@ -90,7 +93,7 @@ def create_organization(ctx: Context, inp: s.OrganizationCreate) -> dict:
                 errors=[{"field": "databaseName", "message": "This name is taken."}]
             ) from None
         raise
-    return instance(org, ORGANIZATION_FIELDS)
+    return organization({name: getattr(org, name) for name in ORGANIZATION_FIELDS})
 
 
 # --- agents --------------------------------------------------------------------------------
@@ -102,6 +105,7 @@ def create_organization(ctx: Context, inp: s.OrganizationCreate) -> dict:
     output=list[s.AgentOut],
     dependencies=["agency.agent:organization_id={organization_id}"],
     access=member_of(),
+    tenant="organization_id",
 )
 def get_agents(ctx: Context, inp: s.ByOrganization) -> list[dict]:
     """An organization's agents, newest first."""
@@ -115,6 +119,7 @@ def get_agents(ctx: Context, inp: s.ByOrganization) -> list[dict]:
     output=s.AgentDetailOut,
     dependencies=["agency.agent:id={id}"],
     check=result_member,
+    tenant=lambda ctx, inp, data: data["organizationId"],
 )
 def get_agent(ctx: Context, inp: s.ById) -> dict:
     """One agent, with the ids of its tools."""
@@ -186,6 +191,7 @@ def delete_agent(ctx: Context, inp: s.ById) -> dict:
     output=list[s.ToolOut],
     dependencies=["agency.tool:organization_id={organization_id}", "agency.tooltype"],
     access=member_of(),
+    tenant="organization_id",
 )
 def get_tools(ctx: Context, inp: s.ByOrganization) -> list[dict]:
     """An organization's tools, newest first."""
@@ -260,6 +266,7 @@ def _message_tags(ctx: Context, inp: s.MessagesQuery) -> list[str]:
     output=list[s.MessageOut],
     dependencies=_message_tags,
     access=member_of(),
+    tenant="organization_id",
 )
 def get_messages(ctx: Context, inp: s.MessagesQuery) -> list[dict]:
     """An organization's recent messages, optionally those sent or received by one agent."""

@@ -132,7 +132,7 @@ class ApiToken(Timestamped):
 # --- agency -------------------------------------------------------------------------
 
 database_name_validator = RegexValidator(
-    regex=r"^[a-z][a-z0-9_]{0,62}$",
+    regex=r"\A[a-z][a-z0-9_]{0,62}\Z",
     message=(
         "Database name must start with a lowercase letter and hold only lowercase letters, "
         "digits and underscores (at most 63 characters)."
@@ -269,20 +269,23 @@ class Message(Timestamped):
         return f"{self.from_agent} -> {self.to_agent or 'all'}"
 
 
-_CRON_FIELDS = re.compile(r"^\S+(\s+\S+){4}$")
+_CRON_FIELDS = re.compile(r"\A\S+(\s+\S+){4}\Z")
 
 
 def validate_cron(expression: str) -> None:
     """Reject anything that is not a valid five-field cron expression."""
-    if not _CRON_FIELDS.match(expression.strip()):
+    if expression != expression.strip() or not _CRON_FIELDS.match(expression):
         raise ValidationError(
-            "Schedule must be a cron expression of five fields: minute hour day month weekday.",
+            f"Schedule {expression!r} must be a cron expression of five fields: "
+            "minute hour day month weekday.",
             code="invalid_cron",
         )
     try:
         CronSim(expression, timezone.now())
     except CronSimError as exc:
-        raise ValidationError(f"Invalid cron expression: {exc}", code="invalid_cron") from exc
+        raise ValidationError(
+            f"Invalid cron expression {expression!r}: {exc}", code="invalid_cron"
+        ) from exc
 
 
 class Cron(Timestamped):

@@ -113,7 +113,7 @@ class OrganizationOut(Output):
     name: str
     owner_id: UUID
     database_name: str
-    database_url: str
+    has_database_url: bool
     settings: dict[str, Any]
     created_at: datetime
     updated_at: datetime

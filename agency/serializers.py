@@ -86,6 +86,13 @@ def wire(row: dict[str, Any]) -> dict[str, Any]:
     return {_KEYS.get(k) or _camel(k): _json(v) for k, v in row.items()}
 
 
+def organization(row: dict[str, Any]) -> dict[str, Any]:
+    """An organization as a wire dict; the database URL may hold credentials, so it stays home."""
+    out = wire(row)
+    out["hasDatabaseUrl"] = bool(out.pop("databaseUrl", ""))
+    return out
+
+
 def instance(obj: Any, fields: tuple[str, ...]) -> dict[str, Any]:
     """A model instance as a wire dict, reading `fields` (``x__slug`` through the relation)."""
     row = {}

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from functools import cache, partial
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db import connections, models, transaction
 from django.db.models.query import QuerySet
 from django.db.models.signals import m2m_changed, post_delete, post_init, post_save, pre_save
@@ -54,6 +55,25 @@ def tenant_attname(model: type[models.Model]) -> str | None:
         return None
 
 
+@cache
+def user_attname(model: type[models.Model]) -> str | None:
+    """The column naming the user a row belongs to: the user's pk, or a ``user`` foreign key."""
+    user_model = get_user_model()
+    if model is user_model:
+        return model._meta.pk.attname
+    try:
+        field = model._meta.get_field("user")
+    except Exception:
+        return None
+    is_key = getattr(field, "many_to_one", False) and field.related_model is user_model
+    return field.attname if is_key else None
+
+
+def user_stream(user_id: Any) -> str:
+    """The stream of one user's own rows (memberships, tokens, the user row)."""
+    return f"user:{user_id}"
+
+
 def row_tags(model: type[models.Model], values: Mapping[str, Any]) -> set[Tag]:
     """The tags one row touches: table, row, scoped and related tags."""
     tags = {table_tag(model)}
@@ -68,12 +88,22 @@ def row_tags(model: type[models.Model], values: Mapping[str, Any]) -> set[Tag]:
 
 
 def rows_changes(model: type[models.Model], rows: Iterable[Mapping[str, Any]]) -> Changes:
-    """Group the tags of `rows` by the tenant each row belongs to."""
+    """Group the tags of `rows` by stream: the row's tenant and the user it belongs to.
+
+    Rows with neither (lookup tables) go to the global stream every client follows.
+    """
     changes: Changes = defaultdict(set)
-    tenant = tenant_attname(model)
+    tenant, user = tenant_attname(model), user_attname(model)
     for values in rows:
+        tags = row_tags(model, values)
         key = values.get(tenant) if tenant else None
-        changes[None if key is None else str(key)] |= row_tags(model, values)
+        owner = values.get(user) if user else None
+        if key is not None:
+            changes[str(key)] |= tags
+        if owner is not None:
+            changes[user_stream(owner)] |= tags
+        if key is None and owner is None:
+            changes[None] |= tags
     return changes
 
 

@@ -1,8 +1,11 @@
 """The reactive layer's settings, read from ``settings.REACTIVE`` with defaults."""
 
+from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from django.conf import settings
+from django.utils.module_loading import import_string
 
 DEFAULTS: dict[str, Any] = {
     "TENANT_MODEL": None,  # "app.model" whose rows are tenants (events are per tenant)
@@ -15,9 +18,30 @@ DEFAULTS: dict[str, Any] = {
     "MAX_TRACKED_ROWS": 10_000,  # above this a QuerySet.update invalidates the model wildcard
     "CACHE_ALIAS": "default",
     "METRICS_FLUSH_SECONDS": 5.0,
+    # "module.function"(user, tenant) -> bool: may this user follow this tenant's events?
+    "AUTHORIZE_TENANT": None,
+    # Tags (with {user}) whose events make open streams re-check their authorization.
+    "ACCESS_TAGS": [],
+    "RECHECK_SECONDS": 30.0,  # re-check authorization of open streams at least this often
+    "HEARTBEAT_SECONDS": 15.0,
+    "MAX_SUBSCRIPTIONS": 100,  # per WebSocket connection
+    "MAX_MESSAGES_PER_SECOND": 50,  # per WebSocket connection, averaged over a few seconds
 }
 
 
 def reactive_settings() -> dict[str, Any]:
     """The effective settings: defaults updated with ``settings.REACTIVE``."""
     return {**DEFAULTS, **getattr(settings, "REACTIVE", {})}
+
+
+@cache
+def _import(path: str) -> Callable:
+    return import_string(path)
+
+
+def authorize_tenant(user: Any, tenant: str) -> bool:
+    """Whether `user` may follow `tenant`'s events (the project's hook; members only)."""
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+        return False
+    path = reactive_settings()["AUTHORIZE_TENANT"]
+    return bool(path) and bool(_import(path)(user, tenant))

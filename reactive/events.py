@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from functools import cached_property
 
 from . import metrics
 
@@ -22,9 +24,41 @@ class Event:
     tenant: str
     tags: list[str]
     at: int  # epoch milliseconds of the commit
+    prev: str = "0"  # id of the tenant's previous event: a process detects gaps with it
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {
+            "id": self.id,
+            "tenant": self.tenant,
+            "tags": self.tags,
+            "at": self.at,
+            "prev": self.prev,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Event:
+        return cls(
+            str(data["id"]),
+            data["tenant"],
+            list(data["tags"]),
+            int(data["at"]),
+            str(data.get("prev", "0")),
+        )
+
+    def payload(self) -> dict:
+        """What clients see (the wire contract's names)."""
+        return {
+            "id": self.id,
+            "organizationId": self.tenant or None,
+            "tags": self.tags,
+            "at": self.at,
+        }
+
+    @cached_property
+    def sse(self) -> bytes:
+        """The SSE frame, built once and shared by every connection."""
+        data = json.dumps(self.payload(), separators=(",", ":"))
+        return f"id: {self.id}\nevent: invalidate\ndata: {data}\n\n".encode()
 
 
 def publish(changes: Mapping[str | None, set[str]]) -> list[Event]:

@@ -1,24 +1,195 @@
-"""Live fan-out: events travel the Channels layer once per process, then locally.
+"""Live fan-out: one listener per process on the Channels layer, local dispatch.
 
-Every process runs one listener (started lazily by the first stream) in the
-group ``reactive.events``; it dispatches each event to the connections of that
-process that follow the event's tenant. The cost of one event on the layer is
-one message per process, whatever the number of connections.
+Publishers send each committed event once to the group ``reactive.events``;
+every process's :class:`Hub` is one member of it and hands the event to the
+local streams that follow its tenant. The layer's cost per event is one message
+per process, whatever the number of connections, and the SSE frame is built
+once per event. Each event names its tenant's previous event (``prev``), so a
+hub that sees a hole (a message lost or reordered on the layer) reads the log
+to fill it before dispatching: connections receive every event, in order.
 """
 
 from __future__ import annotations
 
-from asgiref.sync import async_to_sync
+import asyncio
+import logging
+import weakref
+from collections import defaultdict
+
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 
-from .events import Event
+from .events import GLOBAL_TENANT, Event
+from .log import Gap, get_log
+
+logger = logging.getLogger("reactive")
 
 GROUP = "reactive.events"
+REJOIN_SECONDS = 600  # group memberships expire on the layer; rejoin well before
+QUEUE_SIZE = 1000  # events a slow connection may lag before it is told to reset
 
 
 def broadcast(event: Event) -> None:
-    """Send a committed event to every process's listener."""
+    """Send a committed event to every process's hub."""
     layer = get_channel_layer()
     if layer is None:
         return
     async_to_sync(layer.group_send)(GROUP, {"type": "reactive.event", "event": event.as_dict()})
+
+
+class Stream:
+    """One connection's view of the hub: the tenants it follows and a queue of events."""
+
+    def __init__(self, hub: Hub, tenants: set[str]):
+        self.hub = hub
+        self.tenants = set(tenants)
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(QUEUE_SIZE)
+        self.overflowed = False
+
+    def deliver(self, event: Event) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True  # the connection resets and replays from the log
+
+    async def get(self, timeout: float) -> Event | None:
+        """The next event, or None after `timeout` seconds."""
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return None
+
+    async def follow(self, tenant: str) -> None:
+        """Also receive `tenant`'s events."""
+        if tenant not in self.tenants:
+            self.tenants.add(tenant)
+            await self.hub.attach(self, {tenant})
+
+    def unfollow(self, tenant: str) -> None:
+        """Stop receiving `tenant`'s events."""
+        self.tenants.discard(tenant)
+        self.hub.detach_tenant(self, tenant)
+
+    def close(self) -> None:
+        self.hub.detach(self)
+
+
+class Hub:
+    """This process's listener and its local subscribers, per event loop."""
+
+    def __init__(self) -> None:
+        self.streams: dict[str, set[Stream]] = defaultdict(set)
+        self.last: dict[str, str] = {}  # tenant -> id of the last event dispatched
+        self.task: asyncio.Task | None = None
+        self.ready = asyncio.Event()
+        self.dispatched = 0
+
+    async def open(self, tenants: set[str]) -> Stream:
+        """A new stream following `tenants` (and the global tenant); starts the listener."""
+        stream = Stream(self, tenants)
+        await self.attach(stream, stream.tenants | {GLOBAL_TENANT})
+        stream.tenants.add(GLOBAL_TENANT)
+        return stream
+
+    async def attach(self, stream: Stream, tenants: set[str]) -> None:
+        for tenant in tenants:
+            if tenant not in self.last:
+                # Start from the log's newest event, so later holes are detectable.
+                self.last[tenant] = await sync_to_async(get_log().last_id)(tenant)
+            self.streams[tenant].add(stream)
+        if self.task is None or self.task.done():
+            self.ready.clear()
+            self.task = asyncio.get_running_loop().create_task(self.listen())
+        await asyncio.wait_for(self.ready.wait(), 10)
+
+    def detach_tenant(self, stream: Stream, tenant: str) -> None:
+        followers = self.streams.get(tenant)
+        if followers is not None:
+            followers.discard(stream)
+            if not followers:
+                del self.streams[tenant]
+                self.last.pop(tenant, None)
+
+    def detach(self, stream: Stream) -> None:
+        for tenant in list(stream.tenants):
+            self.detach_tenant(stream, tenant)
+
+    @property
+    def connections(self) -> int:
+        return len({s for followers in self.streams.values() for s in followers})
+
+    async def listen(self) -> None:
+        """Receive events from the layer until cancelled; rejoin and retry on failures."""
+        layer = get_channel_layer()
+        delay = 0.1
+        while True:
+            try:
+                channel = await layer.new_channel()
+                await layer.group_add(GROUP, channel)
+                self.ready.set()
+                delay = 0.1
+                rejoin = asyncio.get_running_loop().time() + REJOIN_SECONDS
+                while True:
+                    message = await layer.receive(channel)
+                    await self.handle(Event.from_dict(message["event"]))
+                    if asyncio.get_running_loop().time() > rejoin:
+                        await layer.group_add(GROUP, channel)
+                        rejoin += REJOIN_SECONDS
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("reactive: fan-out listener failed; retrying", exc_info=True)
+                self.ready.set()  # streams still work from the log when they reconnect
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                await self.resync()
+
+    async def handle(self, event: Event) -> None:
+        """Dispatch one event from the layer, filling any hole from the log first."""
+        last = self.last.get(event.tenant)
+        if last is None or int(event.id) <= int(last):
+            return  # nobody here follows the tenant, or it was dispatched already
+        if event.prev == last:
+            self.dispatch(event)
+            return
+        await self.catch_up(event.tenant)
+
+    async def catch_up(self, tenant: str) -> None:
+        last = self.last.get(tenant)
+        if last is None:
+            return
+        try:
+            missed = await sync_to_async(get_log().read)([tenant], int(last))
+        except Gap:
+            missed = []
+            for stream in list(self.streams.get(tenant, ())):
+                stream.overflowed = True
+        for event in missed:
+            if int(event.id) > int(self.last.get(tenant, "0")):
+                self.dispatch(event)
+
+    async def resync(self) -> None:
+        """After a listener failure: read what every followed tenant missed."""
+        for tenant in list(self.streams):
+            try:
+                await self.catch_up(tenant)
+            except Exception:
+                logger.warning("reactive: could not catch up tenant %s", tenant, exc_info=True)
+
+    def dispatch(self, event: Event) -> None:
+        self.last[event.tenant] = event.id
+        self.dispatched += 1
+        for stream in list(self.streams.get(event.tenant, ())):
+            stream.deliver(event)
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def get_hub() -> Hub:
+    """The hub of the running event loop (one per process under an ASGI server)."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = Hub()
+    return hub

@@ -46,6 +46,8 @@ Kind = Literal["query", "mutation"]
 Dependencies = Sequence[str] | Callable[["Context", BaseModel], Sequence[str]]
 AccessCheck = Callable[["Context", BaseModel], None]
 ResultCheck = Callable[["Context", BaseModel, Any], None]
+# The tenant(s) whose events can invalidate a result: an input field, or computed.
+TenantSpec = str | Callable[["Context", BaseModel, Any], Any] | None
 
 
 @dataclass
@@ -87,6 +89,7 @@ class ReactiveFunction:
         dependencies: Dependencies = (),
         access: AccessCheck | None = None,
         check: ResultCheck | None = None,
+        tenant: TenantSpec = None,
         public: bool = False,
         per_user: bool = False,
         cache: bool = True,
@@ -97,6 +100,7 @@ class ReactiveFunction:
         self.input, self.output = input, output
         self.dependencies = dependencies
         self.access, self.check = access, check
+        self.tenant = tenant
         self.public, self.per_user = public, per_user
         self.cache_enabled, self.ttl = cache, ttl
         self.description = description or (handler.__doc__ or "").strip()
@@ -134,6 +138,19 @@ class ReactiveFunction:
         version = getattr(settings, "REACTIVE", {}).get("CACHE_VERSION", "1")
         digest = hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()
         return f"{ENTRY_PREFIX}{version}:{self.name}:{digest}"
+
+    def tenants_for(self, ctx: Context, inp: BaseModel, data: Any) -> list[str]:
+        """The tenants whose event streams carry this result's invalidations."""
+        if self.tenant is None:
+            return []
+        found = (
+            getattr(inp, self.tenant)
+            if isinstance(self.tenant, str)
+            else self.tenant(ctx, inp, data)
+        )
+        if found is None:
+            return []
+        return [str(t) for t in (found if isinstance(found, list | tuple | set) else [found])]
 
     # -- running ---------------------------------------------------------------------
 

@@ -40,6 +40,8 @@ class EventLog(Protocol):
 
     def position(self) -> str: ...
 
+    def last_id(self, tenant: str) -> str: ...
+
     def read(self, tenants: list[str], since: int, limit: int = 1000) -> list[Event]: ...
 
 
@@ -53,11 +55,13 @@ class MemoryLog:
         self.origin = self.seq
         self.streams: dict[str, deque[Event]] = {}
         self.trimmed: dict[str, int] = {}  # tenant -> id of the newest event dropped
+        self.last: dict[str, str] = {}
 
     def append(self, tenant: str, tags: list[str], at: int) -> Event:
         with self.lock:
             self.seq += 1
-            event = Event(str(self.seq), tenant, tags, at)
+            event = Event(str(self.seq), tenant, tags, at, self.last.get(tenant, "0"))
+            self.last[tenant] = event.id
             stream = self.streams.setdefault(tenant, deque())
             stream.append(event)
             if len(stream) > self.maxlen:
@@ -66,6 +70,9 @@ class MemoryLog:
 
     def position(self) -> str:
         return str(self.seq)
+
+    def last_id(self, tenant: str) -> str:
+        return self.last.get(tenant, "0")
 
     def read(self, tenants: list[str], since: int, limit: int = 1000) -> list[Event]:
         with self.lock:
@@ -87,8 +94,11 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 redis.call('INCR', KEYS[1])
 local id = redis.call('GET', KEYS[1])  -- a string: Lua would print a big number as a float
+local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+local prev = '0'
+if last[1] then prev = string.match(last[1][1], '^(%d+)') end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], id .. '-0', 't', ARGV[2], 'at', ARGV[3])
-return id
+return {id, prev}
 """
 
 _POSITION = """
@@ -121,8 +131,8 @@ class RedisLog:
     def append(self, tenant: str, tags: list[str], at: int) -> Event:
         keys = [self.seq_key, self.origin_key, self.stream_key(tenant)]
         args = [self.maxlen, "\x1f".join(tags), at, time.time_ns() // 1000]
-        seq = self._append(keys=keys, args=args)
-        return Event(str(seq), tenant, tags, at)
+        seq, prev = self._append(keys=keys, args=args)
+        return Event(str(seq), tenant, tags, at, str(prev))
 
     def _bounds(self) -> tuple[int, int]:
         seq, origin = self._position(
@@ -132,6 +142,10 @@ class RedisLog:
 
     def position(self) -> str:
         return str(self._bounds()[0])
+
+    def last_id(self, tenant: str) -> str:
+        last = self.client.xrevrange(self.stream_key(tenant), count=1)
+        return last[0][0].split("-")[0] if last else "0"
 
     def read(self, tenants: list[str], since: int, limit: int = 1000) -> list[Event]:
         seq, origin = self._bounds()
@@ -144,9 +158,12 @@ class RedisLog:
                 deleted = self.client.xinfo_stream(key).get("max-deleted-entry-id", "0-0")
                 if since < int(str(deleted).split("-")[0]):
                     raise Gap(since)
+            prev = str(since)
             for entry_id, fields in self.client.xrange(key, min=f"({since}-0", count=limit):
                 tags = fields["t"].split("\x1f") if fields["t"] else []
-                out.append(Event(entry_id.split("-")[0], tenant, tags, int(fields["at"])))
+                event_id = entry_id.split("-")[0]
+                out.append(Event(event_id, tenant, tags, int(fields["at"]), prev))
+                prev = event_id
         out.sort(key=lambda e: int(e.id))
         return out[:limit]
 

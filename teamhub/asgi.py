@@ -9,4 +9,9 @@ django_asgi = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi})
+from agency.auth import WebSocketTokenAuth  # noqa: E402
+from reactive.routing import websocket_application  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {"http": django_asgi, "websocket": websocket_application(WebSocketTokenAuth)}
+)

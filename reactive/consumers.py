@@ -1,0 +1,300 @@
+"""The WebSocket consumer at ``/ws/reactive/``: query subscriptions, pushed invalidations.
+
+Messages are JSON objects with a ``type`` (see docs/protocol.md). A client
+subscribes to a query by name and input; the server runs it (checking access),
+answers with its key, tags and cursor, and from then on pushes an
+``invalidate`` (or, with ``"data": true``, a fresh ``result``) only for that
+client's own subscriptions. ``since`` resumes from a cursor after a reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from .capture import user_stream
+from .conf import authorize_tenant, reactive_settings
+from .errors import NotFound, ReactiveError
+from .events import GLOBAL_TENANT, Event
+from .fanout import Stream, get_hub
+from .functions import Context, ReactiveFunction, registry
+from .log import Gap, get_log, parse_position
+from .sse import access_tags
+
+logger = logging.getLogger("reactive")
+
+MAX_FRAME = 64 * 1024  # bytes of one client message
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+
+
+@dataclass
+class Subscription:
+    """One client query: what it is, which tags and tenants can invalidate it."""
+
+    id: str
+    fn: ReactiveFunction
+    input: Any
+    key: str
+    tags: set[str]
+    tenants: set[str]
+    want_data: bool = False
+    last: int = 0
+    pending: asyncio.Task | None = field(default=None, repr=False)
+
+
+class RateLimit:
+    """A token bucket: `rate` messages a second, bursts of up to `burst`."""
+
+    def __init__(self, rate: float, burst: float):
+        self.rate, self.burst = rate, burst
+        self.tokens, self.stamp = burst, time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class ReactiveConsumer(AsyncWebsocketConsumer):
+    """One browser or SPA connection and its subscriptions."""
+
+    async def connect(self) -> None:
+        self.user = self.scope.get("user")
+        self.subs: dict[str, Subscription] = {}
+        self.stream: Stream | None = None
+        self.pump: asyncio.Task | None = None
+        if self.user is None or not self.user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        conf = reactive_settings()
+        self.limit = RateLimit(conf["MAX_MESSAGES_PER_SECOND"], conf["MAX_MESSAGES_PER_SECOND"] * 2)
+        self.watched = access_tags(self.user)
+        self.stream = await get_hub().open({user_stream(self.user.pk)})
+        await self.accept()
+        self.pump = asyncio.get_running_loop().create_task(self.forward())
+
+    async def disconnect(self, code: int) -> None:
+        if self.pump is not None:
+            self.pump.cancel()
+        for sub in self.subs.values():
+            if sub.pending is not None:
+                sub.pending.cancel()
+        if self.stream is not None:
+            self.stream.close()
+
+    async def send_json(self, content: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(content, separators=(",", ":")))
+
+    # -- client messages ----------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
+        if bytes_data is not None or text_data is None:
+            await self.close(code=CLOSE_POLICY)
+            return
+        if len(text_data) > MAX_FRAME:
+            await self.close(code=CLOSE_TOO_BIG)
+            return
+        if not self.limit.allow():
+            await self.send_json(
+                {
+                    "type": "error",
+                    "status": 429,
+                    "error": {"code": "rate_limited", "message": "Too many messages; slow down."},
+                }
+            )
+            return
+        try:
+            message = json.loads(text_data)
+        except ValueError:
+            message = None
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            await self.error(None, 400, "bad_message", "Expected a JSON object with a 'type'.")
+            return
+        handler = {
+            "subscribe": self.subscribe,
+            "unsubscribe": self.unsubscribe,
+            "ping": self.ping,
+        }.get(message["type"])
+        if handler is None:
+            await self.error(message.get("id"), 400, "bad_message", "Unknown message type.")
+            return
+        await handler(message)
+
+    async def ping(self, message: dict) -> None:
+        await self.send_json({"type": "pong", "cursor": await sync_to_async(get_log().position)()})
+
+    async def subscribe(self, message: dict) -> None:
+        sub_id, name = message.get("id"), message.get("name")
+        if not isinstance(sub_id, str) or not 0 < len(sub_id) <= 64:
+            await self.error(None, 422, "invalid_input", "'id' must be a string of 1-64 chars.")
+            return
+        if sub_id not in self.subs and len(self.subs) >= reactive_settings()["MAX_SUBSCRIPTIONS"]:
+            await self.error(sub_id, 429, "too_many_subscriptions", "Subscription limit reached.")
+            return
+        fn = registry.get(name) if isinstance(name, str) else None
+        if fn is None or fn.kind != "query":
+            await self.error(sub_id, 404, NotFound.code, f"No query named {name!r}.")
+            return
+        try:
+            since = parse_position(message.get("since"))
+        except (ValueError, TypeError):
+            since = 0  # untrustworthy: replay will answer with a reset
+        try:
+            sub, result = await sync_to_async(self._run)(sub_id, fn, message.get("input") or {})
+        except ReactiveError as exc:
+            await self.send_json(
+                {"type": "error", "id": sub_id, "status": exc.status, **exc.as_dict()}
+            )
+            return
+        sub.want_data = bool(message.get("data"))
+        self.subs[sub_id] = sub
+        for tenant in sub.tenants:
+            await self.stream.follow(tenant)
+        reply = {
+            "type": "subscribed",
+            "id": sub_id,
+            "key": sub.key,
+            "tags": sorted(sub.tags),
+            "cursor": result.cursor,
+        }
+        if sub.want_data:
+            reply["data"] = result.data
+        await self.send_json(reply)
+        if since is not None:
+            sub.last = min(sub.last, since)  # the client's data is as old as `since`
+            await self.replay(sub, since)
+
+    def _run(self, sub_id: str, fn: ReactiveFunction, raw: Any):
+        ctx = Context(user=self.user)
+        result = fn.call(raw, ctx)
+        inp = fn.parse_input(raw)
+        tenants = set(fn.tenants_for(ctx, inp, result.data)) | {
+            GLOBAL_TENANT,
+            user_stream(self.user.pk),
+        }
+        last = int(result.cursor) if result.cursor.isdigit() else 0
+        sub = Subscription(sub_id, fn, raw, result.key, set(result.tags), tenants, last=last)
+        return sub, result
+
+    async def unsubscribe(self, message: dict) -> None:
+        sub = self.subs.pop(message.get("id"), None)
+        if sub is not None:
+            if sub.pending is not None:
+                sub.pending.cancel()
+            still = set().union(*(s.tenants for s in self.subs.values())) if self.subs else set()
+            for tenant in sub.tenants - still - {GLOBAL_TENANT, user_stream(self.user.pk)}:
+                self.stream.unfollow(tenant)
+        await self.send_json({"type": "unsubscribed", "id": message.get("id")})
+
+    async def error(self, sub_id: Any, status: int, code: str, text: str) -> None:
+        await self.send_json(
+            {
+                "type": "error",
+                "id": sub_id,
+                "status": status,
+                "error": {"code": code, "message": text},
+            }
+        )
+
+    # -- server events ------------------------------------------------------------------
+
+    async def replay(self, sub: Subscription, since: int) -> None:
+        try:
+            missed = await sync_to_async(get_log().read)(sorted(sub.tenants), since, 100_000)
+        except Gap:
+            await self.send_json({"type": "reset", "id": sub.id})
+            return
+        for event in missed:
+            if sub.tags.intersection(event.tags):
+                await self.notify(sub, event)
+                return  # one invalidation is enough: the client refetches everything once
+
+    async def forward(self) -> None:
+        """Pump hub events into this client's matching subscriptions."""
+        conf = reactive_settings()
+        next_check = time.monotonic() + conf["RECHECK_SECONDS"]
+        try:
+            while True:
+                event = await self.stream.get(conf["HEARTBEAT_SECONDS"])
+                if self.stream.overflowed:
+                    self.stream.overflowed = False
+                    await self.send_json({"type": "reset", "id": None})
+                    continue
+                if event is None:
+                    await self.send_json({"type": "heartbeat"})
+                else:
+                    for sub in list(self.subs.values()):
+                        if event.tenant in sub.tenants and sub.tags.intersection(event.tags):
+                            await self.notify(sub, event)
+                recheck = event is not None and self.watched.intersection(event.tags)
+                if recheck or time.monotonic() > next_check:
+                    next_check = time.monotonic() + conf["RECHECK_SECONDS"]
+                    await self.recheck()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("reactive: websocket pump failed")
+            await self.close(code=1011)
+
+    async def notify(self, sub: Subscription, event: Event) -> None:
+        if int(event.id) <= sub.last:
+            return
+        sub.last = int(event.id)
+        if not sub.want_data:
+            await self.send_json(
+                {
+                    "type": "invalidate",
+                    "id": sub.id,
+                    "key": sub.key,
+                    "eventId": event.id,
+                    "tags": sorted(sub.tags & set(event.tags)),
+                    "at": event.at,
+                }
+            )
+            return
+        if sub.pending is None or sub.pending.done():
+            sub.pending = asyncio.get_running_loop().create_task(self.push_result(sub))
+
+    async def push_result(self, sub: Subscription) -> None:
+        try:
+            result = await sync_to_async(sub.fn.call)(sub.input, Context(user=self.user))
+        except ReactiveError as exc:
+            self.subs.pop(sub.id, None)
+            await self.send_json(
+                {"type": "error", "id": sub.id, "status": exc.status, **exc.as_dict()}
+            )
+            return
+        await self.send_json(
+            {
+                "type": "result",
+                "id": sub.id,
+                "key": result.key,
+                "data": result.data,
+                "cursor": result.cursor,
+            }
+        )
+
+    async def recheck(self) -> None:
+        """Drop the subscriptions whose tenants the user may no longer follow."""
+        tenants = set().union(*(s.tenants for s in self.subs.values())) if self.subs else set()
+        own = {GLOBAL_TENANT, user_stream(self.user.pk)}
+        for tenant in tenants - own:
+            if await sync_to_async(authorize_tenant)(self.user, tenant):
+                continue
+            self.stream.unfollow(tenant)
+            for sub in [s for s in self.subs.values() if tenant in s.tenants]:
+                self.subs.pop(sub.id, None)
+                await self.error(sub.id, 403, "forbidden", "You no longer have access.")

@@ -1,0 +1,51 @@
+"""The WebSocket application: origin check, session identity, the reactive consumer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from channels.auth import AuthMiddlewareStack
+from channels.routing import URLRouter
+from django.conf import settings
+from django.http.request import validate_host
+from django.urls import path
+
+from .consumers import ReactiveConsumer
+
+
+class OriginCheck:
+    """Refuse a WebSocket whose Origin header names a host outside ALLOWED_HOSTS.
+
+    Browsers always send Origin, so this stops cross-site pages from riding a
+    user's cookies; clients without one (scripts with a token) are let through.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        origin = dict(scope.get("headers", [])).get(b"origin")
+        if origin is not None and not self.allowed(origin.decode("latin-1")):
+            await send({"type": "websocket.close", "code": 1008})
+            return None
+        return await self.app(scope, receive, send)
+
+    @staticmethod
+    def allowed(origin: str) -> bool:
+        trusted = {o.rstrip("/") for o in getattr(settings, "CSRF_TRUSTED_ORIGINS", [])}
+        if origin.rstrip("/") in trusted:
+            return True
+        host = urlsplit(origin).hostname or ""
+        hosts = list(settings.ALLOWED_HOSTS)
+        if settings.DEBUG and not hosts:
+            hosts = [".localhost", "127.0.0.1", "[::1]"]
+        return bool(host) and validate_host(host, hosts)
+
+
+def websocket_application(identity: Callable | None = None):
+    """The ``websocket`` branch of a ProtocolTypeRouter; `identity` wraps extra auth."""
+    app = URLRouter([path("ws/reactive/", ReactiveConsumer.as_asgi())])
+    if identity is not None:
+        app = identity(app)
+    return OriginCheck(AuthMiddlewareStack(app))

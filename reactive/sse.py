@@ -1,0 +1,168 @@
+"""Server-Sent Events: ``GET /api/events?organizationId=&since=`` and the ack endpoint.
+
+A stream replays the log after ``Last-Event-ID`` (or ``since``) before live
+events, says ``reset`` when that position is older than the log, sends a
+heartbeat comment every ``HEARTBEAT_SECONDS``, and re-checks the caller's
+access when a membership event names them (and every ``RECHECK_SECONDS``): a
+removed member's stream ends without their reconnecting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from .conf import authorize_tenant, reactive_settings
+from .errors import Forbidden, InvalidInput, NotAuthenticated, ReactiveError
+from .events import GLOBAL_TENANT, Event
+from .fanout import Stream, get_hub
+from .http import error_response, json_response
+from .log import Gap, get_log, parse_position
+
+logger = logging.getLogger("reactive")
+
+RETRY_MS = 1000
+
+
+class MissingTenant(ReactiveError):
+    """The stream needs an organization."""
+
+    status, code, default_message = 400, "missing_organization", "organizationId is required."
+
+
+async def request_user(request: HttpRequest) -> Any:
+    """The request's user, resolved without blocking the event loop."""
+    if hasattr(request, "auser"):
+        return await request.auser()
+    return await sync_to_async(lambda: request.user)()
+
+
+def access_tags(user: Any) -> set[str]:
+    """The tags whose events make a stream of `user` re-check its access."""
+    return {t.format(user=user.pk) for t in reactive_settings()["ACCESS_TAGS"]}
+
+
+def reset_frame(position: str, reason: str) -> bytes:
+    data = json.dumps({"id": position, "reason": reason, "at": int(time.time() * 1000)})
+    return f"id: {position}\nevent: reset\ndata: {data}\n\n".encode()
+
+
+async def replay(tenants: list[str], since: int | None) -> tuple[list[Event], bytes | None]:
+    """The events after `since`, or a reset frame when the log no longer holds them."""
+    if since is None:
+        return [], None
+    try:
+        return await sync_to_async(get_log().read)(tenants, since, 100_000), None
+    except Gap:
+        position = await sync_to_async(get_log().position)()
+        return [], reset_frame(position, "gap")
+
+
+async def event_stream(user: Any, tenant: str, since: int | None) -> AsyncIterator[bytes]:
+    """The frames of one SSE connection, until the client leaves or loses access."""
+    conf = reactive_settings()
+    hub = get_hub()
+    stream: Stream = await hub.open({tenant})
+    watched = access_tags(user)
+    try:
+        yield f"retry: {RETRY_MS}\n: connected\n\n".encode()
+        missed, reset = await replay([tenant, GLOBAL_TENANT], since)
+        last = since or 0
+        if reset:
+            yield reset
+        for event in missed:
+            yield event.sse
+            last = int(event.id)
+        next_check = time.monotonic() + conf["RECHECK_SECONDS"]
+        while True:
+            event = await stream.get(conf["HEARTBEAT_SECONDS"])
+            if stream.overflowed:
+                stream.overflowed = False
+                missed, reset = await replay([tenant, GLOBAL_TENANT], last)
+                for frame in [reset] if reset else [e.sse for e in missed]:
+                    yield frame
+                last = int(missed[-1].id) if missed else last
+                continue
+            if event is None:
+                yield b": heartbeat\n\n"
+            elif int(event.id) > last:
+                yield event.sse
+                last = int(event.id)
+            recheck = event is not None and watched.intersection(event.tags)
+            if recheck or time.monotonic() > next_check:
+                next_check = time.monotonic() + conf["RECHECK_SECONDS"]
+                if not await sync_to_async(authorize_tenant)(user, tenant):
+                    yield b"event: forbidden\ndata: {}\n\n"
+                    return
+    finally:
+        stream.close()
+
+
+@require_GET
+async def events_view(request: HttpRequest) -> HttpResponse:
+    """The SSE endpoint."""
+    user = await request_user(request)
+    try:
+        if not user.is_authenticated:
+            raise NotAuthenticated()
+        tenant = request.GET.get("organizationId", "").strip()
+        if not tenant:
+            raise MissingTenant()
+        raw = request.headers.get("Last-Event-ID") or request.GET.get("since")
+        try:
+            since = parse_position(raw)
+        except ValueError:
+            since = 0  # a bogus position: replay cannot be trusted, so the stream resets
+        if not await sync_to_async(authorize_tenant)(user, tenant):
+            raise Forbidden()
+    except ReactiveError as exc:
+        return error_response(exc)
+    response = StreamingHttpResponse(
+        event_stream(user, tenant, since), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+@require_POST
+@csrf_exempt  # checked below, so that a failure answers in JSON like the rest of the API
+def ack_view(request: HttpRequest) -> HttpResponse:
+    """Record a client's delivery position: ``{"eventId", "clientId"?, "organizationId"?}``."""
+    from .http import check_csrf, json_body
+    from .models import ClientPosition
+
+    try:
+        if not request.user.is_authenticated:
+            raise NotAuthenticated()
+        check_csrf(request)
+        body = json_body(request)
+        errors = []
+        try:
+            event_id = parse_position(body.get("eventId"))
+        except (ValueError, TypeError):
+            event_id = None
+        if event_id is None:
+            errors.append({"field": "eventId", "message": "An event id (a log position)."})
+        client_id = str(body.get("clientId") or request.headers.get("X-Client-Id") or "default")
+        if len(client_id) > 100:
+            errors.append({"field": "clientId", "message": "At most 100 characters."})
+        if errors:
+            raise InvalidInput(errors=errors)
+    except ReactiveError as exc:
+        return error_response(exc)
+    tenant = str(body.get("organizationId") or "")[:100]
+    ClientPosition.objects.update_or_create(
+        user=request.user,
+        client_id=client_id,
+        defaults={"event_id": str(event_id), "tenant": tenant},
+    )
+    return json_response({"eventId": str(event_id), "clientId": client_id})
