@@ -38,6 +38,13 @@ def bearer(request_headers) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
+def _resolved(user: User):
+    async def auser() -> User:
+        return user
+
+    return auser
+
+
 class ApiTokenMiddleware:
     """Authenticate ``Authorization: Bearer`` requests; they need no CSRF token."""
 
@@ -51,6 +58,7 @@ class ApiTokenMiddleware:
             if user is None:
                 return error_response(NotAuthenticated("Invalid or revoked API token."))
             request.user = user
+            request.auser = _resolved(user)
             request.csrf_processing_done = True  # no cookie identity, so no CSRF risk
         return self.get_response(request)
 

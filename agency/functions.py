@@ -220,7 +220,12 @@ def create_tool(ctx: Context, inp: s.ToolCreate) -> dict:
 
 
 def _tool_for_write(ctx: Context, tool_id: Any) -> Tool:
-    tool = Tool.objects.select_for_update().select_related("tool_type").filter(id=tool_id).first()
+    tool = (
+        Tool.objects.select_for_update(of=("self",))
+        .select_related("tool_type")
+        .filter(id=tool_id)
+        .first()
+    )
     if tool is None:
         raise NotFound()
     ensure_member(ctx, tool.organization_id)

@@ -81,6 +81,7 @@ class Hub:
         self.streams: dict[str, set[Stream]] = defaultdict(set)
         self.last: dict[str, str] = {}  # tenant -> id of the last event dispatched
         self.task: asyncio.Task | None = None
+        self.channel: str | None = None
         self.ready = asyncio.Event()
         self.dispatched = 0
 
@@ -124,13 +125,16 @@ class Hub:
         delay = 0.1
         while True:
             try:
-                channel = await layer.new_channel()
+                channel = self.channel = await layer.new_channel()
                 await layer.group_add(GROUP, channel)
                 self.ready.set()
                 delay = 0.1
                 rejoin = asyncio.get_running_loop().time() + REJOIN_SECONDS
                 while True:
                     message = await layer.receive(channel)
+                    if message["type"] == "reactive.stop":
+                        await layer.group_discard(GROUP, channel)
+                        return
                     await self.handle(Event.from_dict(message["event"]))
                     if asyncio.get_running_loop().time() > rejoin:
                         await layer.group_add(GROUP, channel)
@@ -143,6 +147,17 @@ class Hub:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 await self.resync()
+
+    async def close(self) -> None:
+        """Stop the listener by a message, not a cancellation (which can hang a Redis read)."""
+        if self.task is None or self.task.done():
+            return
+        if self.channel is not None:
+            await get_channel_layer().send(self.channel, {"type": "reactive.stop"})
+        try:
+            await asyncio.wait_for(self.task, 5)
+        except (TimeoutError, asyncio.CancelledError):
+            self.task.cancel()
 
     async def handle(self, event: Event) -> None:
         """Dispatch one event from the layer, filling any hole from the log first."""
@@ -193,3 +208,10 @@ def get_hub() -> Hub:
     if hub is None:
         hub = _hubs[loop] = Hub()
     return hub
+
+
+async def close_hub() -> None:
+    """Stop the running loop's hub, if it has one (shutdown and tests)."""
+    hub = _hubs.pop(asyncio.get_running_loop(), None)
+    if hub is not None:
+        await hub.close()

@@ -55,6 +55,12 @@ def process_totals() -> dict[str, float]:
         return dict(_totals)
 
 
+def discard_pending() -> None:
+    """Forget this process's unflushed counts (tests start from zero)."""
+    with _lock:
+        _pending.clear()
+
+
 def _maybe_flush() -> None:
     if time.monotonic() - _last_flush >= reactive_settings()["METRICS_FLUSH_SECONDS"]:
         flush()

@@ -156,14 +156,15 @@ def test_login_logout_me(alice):
     assert client.get("/api/auth/me").status_code == 401
 
 
-def test_login_throttled_after_repeated_failures(alice):
+def test_login_throttled_after_repeated_failures(make_user):
+    victim = make_user(f"victim{uuid.uuid4().hex[:8]}")  # failures are counted per username
     client = Client(enforce_csrf_checks=True)
     client.get("/api/auth/me")
     token = client.cookies["csrftoken"].value
     codes = [
         client.post(
             "/api/auth/login",
-            {"username": "alice", "password": "wrong"},
+            {"username": victim.username, "password": "wrong"},
             content_type="application/json",
             HTTP_X_CSRFTOKEN=token,
         ).status_code
@@ -172,7 +173,7 @@ def test_login_throttled_after_repeated_failures(alice):
     assert codes[:10] == [401] * 10 and codes[10] == 429
     right = client.post(
         "/api/auth/login",
-        {"username": "alice", "password": "pw-alice"},
+        {"username": victim.username, "password": f"pw-{victim.username}"},
         content_type="application/json",
         HTTP_X_CSRFTOKEN=token,
     )

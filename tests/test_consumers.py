@@ -12,7 +12,11 @@ from channels.testing import WebsocketCommunicator
 from agency.models import Agent, ApiToken, Membership
 from teamhub.asgi import application
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.asyncio,
+    pytest.mark.usefixtures("hub"),
+]
 WAIT = 5  # seconds any expected message may take
 
 

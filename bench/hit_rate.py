@@ -1,0 +1,166 @@
+"""Hit rate of the reactive cache on a read-heavy mixed workload, against the ideal.
+
+Replays a seeded random workload over several organizations (Zipf-like
+popularity; 90 % reads across five queries, 10 % writes across four
+mutations) through the reactive functions. Next to every read it computes the
+result fresh from the database and keeps an *ideal* cache that misses only
+when the result really changed: the hit rate a perfect invalidator would get.
+Every read is also checked against the fresh result: a stale read fails the run.
+
+    python bench/hit_rate.py --orgs 10 --ops 20000 [--report]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import append_report, setup_django  # noqa: E402
+
+READS = [
+    ("agents.getAll", 35),
+    ("agents.getOne", 20),
+    ("messages.getAll", 20),
+    ("tools.getAll", 15),
+    ("organizations.getAll", 10),
+]
+WRITES = [
+    ("agents.update", 40),
+    ("messages.create", 40),
+    ("tools.create", 10),
+    ("agents.create", 10),
+]
+
+
+def seed(orgs: int, agents: int, rng: random.Random):
+    from agency.models import Agent, Membership, Organization, Tool, User
+
+    users, world = [], []
+    for i in range(orgs):
+        user = User.objects.create_user(f"bench{i}", password=None)
+        org = Organization.objects.create(name=f"Bench {i}", owner=user, database_name=f"bench_{i}")
+        Membership.objects.create(user=user, organization=org, role="owner")
+        made = Agent.objects.bulk_create(
+            [Agent(organization=org, name=f"agent {j}", role="worker") for j in range(agents)]
+        )
+        Tool.objects.bulk_create([Tool(organization=org, name=f"tool {j}") for j in range(5)])
+        users.append(user)
+        world.append((org, user, [str(a.pk) for a in made]))
+    return world
+
+
+def pick(weighted, rng):
+    names, weights = zip(*weighted, strict=True)
+    return rng.choices(names, weights)[0]
+
+
+def read_input(name, org, agents, rng):
+    if name == "agents.getOne":
+        return {"id": rng.choice(agents[:10])}  # a few hot agents per organization
+    if name == "organizations.getAll":
+        return {}
+    return {"organizationId": str(org.pk)}
+
+
+def write(name, org, user, agents, rng, n):
+    from reactive.functions import registry
+
+    if name == "agents.update":
+        registry[name].execute({"id": rng.choice(agents), "data": {"role": f"role {n}"}}, user=user)
+    elif name == "messages.create":
+        registry[name].execute(
+            {
+                "organizationId": str(org.pk),
+                "fromAgentId": rng.choice(agents),
+                "content": f"message {n}",
+            },
+            user=user,
+        )
+    elif name == "tools.create":
+        registry[name].execute({"organizationId": str(org.pk), "name": f"tool {n}"}, user=user)
+    else:
+        made = registry[name].execute(
+            {"organizationId": str(org.pk), "name": f"new {n}", "role": "worker"}, user=user
+        )
+        agents.append(made["id"])
+
+
+def run(orgs: int, ops: int, agents: int, seed_value: int) -> dict:
+    from reactive.functions import Context, registry
+
+    rng = random.Random(seed_value)
+    world = seed(orgs, agents, rng)
+    weights = [1 / (i + 1) for i in range(orgs)]  # Zipf-like organization popularity
+    ideal: dict[str, object] = {}
+    ours = ideal_hits = reads = stale = 0
+    started = time.perf_counter()
+    for n in range(ops):
+        org, user, agent_ids = rng.choices(world, weights)[0]
+        if rng.random() < 0.9:
+            name = pick(READS, rng)
+            fn = registry[name]
+            raw = read_input(name, org, agent_ids, rng)
+            ctx = Context(user=user)
+            result = fn.call(raw, ctx)
+            fresh = fn.handler(ctx, fn.parse_input(raw))
+            reads += 1
+            ours += result.hit
+            stale += result.data != fresh
+            if ideal.get(result.key, object()) == fresh:
+                ideal_hits += 1
+            ideal[result.key] = fresh
+        else:
+            write(pick(WRITES, rng), org, user, agent_ids, rng, n)
+    elapsed = time.perf_counter() - started
+    return {
+        "orgs": orgs,
+        "ops": ops,
+        "reads": reads,
+        "ours": ours / reads,
+        "ideal": ideal_hits / reads,
+        "stale": stale,
+        "seconds": elapsed,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--orgs", type=int, nargs="+", default=[10])
+    parser.add_argument("--ops", type=int, default=20_000)
+    parser.add_argument("--agents", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--report", action="store_true", help="append to docs/benchmarks.md")
+    args = parser.parse_args()
+    setup_django()
+    rows = []
+    for orgs in args.orgs:
+        r = run(orgs, args.ops, args.agents, args.seed)
+        rows.append(r)
+        print(
+            f"orgs={r['orgs']:>5} reads={r['reads']:>6} ours={r['ours']:.1%} "
+            f"ideal={r['ideal']:.1%} gap={100 * (r['ideal'] - r['ours']):.1f} pts "
+            f"stale={r['stale']} ({r['seconds']:.1f} s)"
+        )
+    table = [
+        "| organizations | reads | hit rate (ours) | ideal | gap (points) | stale reads |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    table += [
+        f"| {r['orgs']} | {r['reads']} | {r['ours']:.1%} | {r['ideal']:.1%} | "
+        f"{100 * (r['ideal'] - r['ours']):.1f} | {r['stale']} |"
+        for r in rows
+    ]
+    print("\n".join(table))
+    if args.report:
+        command = "python bench/hit_rate.py " + " ".join(sys.argv[1:])
+        append_report("Hit rate against the ideal invalidator", command, "\n".join(table))
+    if any(r["stale"] for r in rows):
+        sys.exit("stale reads observed")
+
+
+if __name__ == "__main__":
+    main()
