@@ -100,8 +100,8 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
         raise TooLarge() from None
     except SuspiciousOperation:
         raise BadRequest() from None
-    if not raw.strip():
-        return {}
+    if not raw:
+        return {}  # no body at all means no input; whitespace alone is malformed JSON
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):

@@ -127,9 +127,14 @@ def api():
 async def hub():
     """Async tests that open streams stop this loop's hub before the loop closes."""
     yield
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
     from reactive.fanout import close_hub
 
     await close_hub()
+    # the sync thread's connection would otherwise outlive the test database
+    await sync_to_async(connections.close_all)()
 
 
 @pytest.fixture(scope="session", autouse=True)
