@@ -39,16 +39,18 @@ WRITES = [
 def seed(orgs: int, agents: int, rng: random.Random):
     from agency.models import Agent, Membership, Organization, Tool, User
 
-    users, world = [], []
+    world = []
     for i in range(orgs):
-        user = User.objects.create_user(f"bench{i}", password=None)
-        org = Organization.objects.create(name=f"Bench {i}", owner=user, database_name=f"bench_{i}")
+        tag = f"{orgs}_{i}"  # several sizes share one database
+        user = User.objects.create_user(f"bench{tag}", password=None)
+        org = Organization.objects.create(
+            name=f"Bench {tag}", owner=user, database_name=f"bench_{tag}"
+        )
         Membership.objects.create(user=user, organization=org, role="owner")
         made = Agent.objects.bulk_create(
             [Agent(organization=org, name=f"agent {j}", role="worker") for j in range(agents)]
         )
         Tool.objects.bulk_create([Tool(organization=org, name=f"tool {j}") for j in range(5)])
-        users.append(user)
         world.append((org, user, [str(a.pk) for a in made]))
     return world
 

@@ -228,7 +228,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         next_check = time.monotonic() + conf["RECHECK_SECONDS"]
         try:
             while True:
-                event = await self.stream.get(conf["HEARTBEAT_SECONDS"])
+                event = await self.stream.get()
                 if self.stream.overflowed:
                     self.stream.overflowed = False
                     await self.send_json({"type": "reset", "id": None})

@@ -19,6 +19,7 @@ from collections import defaultdict
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 
+from .conf import reactive_settings
 from .events import GLOBAL_TENANT, Event
 from .log import Gap, get_log
 
@@ -52,12 +53,13 @@ class Stream:
         except asyncio.QueueFull:
             self.overflowed = True  # the connection resets and replays from the log
 
-    async def get(self, timeout: float) -> Event | None:
-        """The next event, or None after `timeout` seconds."""
-        try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
-        except TimeoutError:
-            return None
+    def beat(self) -> None:
+        if not self.queue.full():  # a busy stream needs no heartbeat
+            self.queue.put_nowait(None)
+
+    async def get(self) -> Event | None:
+        """The next event, or None for a heartbeat (the hub beats for every stream at once)."""
+        return await self.queue.get()
 
     async def follow(self, tenant: str) -> None:
         """Also receive `tenant`'s events."""
@@ -81,6 +83,7 @@ class Hub:
         self.streams: dict[str, set[Stream]] = defaultdict(set)
         self.last: dict[str, str] = {}  # tenant -> id of the last event dispatched
         self.task: asyncio.Task | None = None
+        self.beats: asyncio.Task | None = None
         self.channel: str | None = None
         self.ready = asyncio.Event()
         self.dispatched = 0
@@ -98,9 +101,12 @@ class Hub:
                 # Start from the log's newest event, so later holes are detectable.
                 self.last[tenant] = await sync_to_async(get_log().last_id)(tenant)
             self.streams[tenant].add(stream)
+        loop = asyncio.get_running_loop()
+        if self.beats is None or self.beats.done():
+            self.beats = loop.create_task(self.heartbeat())
         if self.task is None or self.task.done():
             self.ready.clear()
-            self.task = asyncio.get_running_loop().create_task(self.listen())
+            self.task = loop.create_task(self.listen())
         await asyncio.wait_for(self.ready.wait(), 10)
 
     def detach_tenant(self, stream: Stream, tenant: str) -> None:
@@ -148,8 +154,18 @@ class Hub:
                 delay = min(delay * 2, 5.0)
                 await self.resync()
 
+    async def heartbeat(self) -> None:
+        """One timer for every stream of the process, instead of a timeout per stream."""
+        interval = reactive_settings()["HEARTBEAT_SECONDS"]
+        while True:
+            await asyncio.sleep(interval)
+            for stream in {s for followers in self.streams.values() for s in followers}:
+                stream.beat()
+
     async def close(self) -> None:
         """Stop the listener by a message, not a cancellation (which can hang a Redis read)."""
+        if self.beats is not None:
+            self.beats.cancel()
         if self.task is None or self.task.done():
             return
         if self.channel is not None:

@@ -83,7 +83,7 @@ async def event_stream(user: Any, tenant: str, since: int | None) -> AsyncIterat
             last = int(event.id)
         next_check = time.monotonic() + conf["RECHECK_SECONDS"]
         while True:
-            event = await stream.get(conf["HEARTBEAT_SECONDS"])
+            event = await stream.get()
             if stream.overflowed:
                 stream.overflowed = False
                 missed, reset = await replay([tenant, GLOBAL_TENANT], last)
