@@ -16,6 +16,7 @@ from reactive import metrics
 from reactive.errors import Forbidden, InvalidInput, NotAuthenticated, ReactiveError
 from reactive.functions import registry
 from reactive.http import check_csrf, error_response, json_body, json_response, query_input, run
+from reactive.models import ClientPosition
 
 from .auth import check_login_allowed, record_login_failure
 
@@ -92,7 +93,23 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         return error_response(NotAuthenticated())
     if not request.user.is_staff:
         return error_response(Forbidden())
-    return json_response({"functions": metrics.snapshot(), "process": metrics.process_totals()})
+    positions = [
+        {
+            "user": p.user.username,
+            "clientId": p.client_id,
+            "organizationId": p.tenant,
+            "eventId": p.event_id,
+            "at": p.updated_at.isoformat(),
+        }
+        for p in ClientPosition.objects.select_related("user").order_by("-updated_at")[:200]
+    ]
+    return json_response(
+        {
+            "functions": metrics.snapshot(),
+            "process": metrics.process_totals(),
+            "deliveryPositions": positions,
+        }
+    )
 
 
 # --- REST routes ---------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """The API: generated reactive operations, identity, REST routes."""
 
+import logging
+
 from django.core.exceptions import SuspiciousOperation
 from ninja.errors import HttpError, ValidationError
 
@@ -8,6 +10,8 @@ from reactive.api import ReactiveAPI, build_router
 from reactive.errors import InvalidInput, ReactiveError, pydantic_errors
 from reactive.functions import registry
 from reactive.http import BadRequest, error_response
+
+logger = logging.getLogger("teamhub")
 
 api = ReactiveAPI(
     title="TeamHub API",
@@ -33,6 +37,15 @@ def validation_error(request, exc):
 @api.exception_handler(SuspiciousOperation)
 def suspicious(request, exc):
     return error_response(BadRequest())
+
+
+@api.exception_handler(Exception)
+def server_error(request, exc):
+    """A bug: logged with its traceback, answered in the one JSON shape without details."""
+    logger.exception("unhandled error in %s %s", request.method, request.path)
+    error = ReactiveError("Internal server error.")
+    error.status, error.code = 500, "server_error"
+    return error_response(error)
 
 
 @api.exception_handler(HttpError)

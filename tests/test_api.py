@@ -377,3 +377,30 @@ def test_metrics_endpoint_staff_only(alice, make_user, org_a):
     staff = client_for(make_user("staff", is_staff=True))
     rows = {r["name"]: r for r in staff.get("/api/auth/metrics").json()["functions"]}
     assert rows["agents.getAll"]["hits"] >= 1 and rows["agents.getAll"]["misses"] >= 1
+
+
+def test_unexpected_error_is_a_json_500_without_details(alice, org_a, monkeypatch):
+    from reactive.functions import registry
+
+    fn = registry["agents.getAll"]
+
+    def explode(ctx, inp):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(fn, "handler", explode)
+    resp = client_for(alice).get("/api/rx/agents.getAll", {"organizationId": str(org_a.pk)})
+    assert resp.status_code == 500 and resp.json()["error"]["code"] == "server_error"
+    assert b"secret internals" not in resp.content
+
+
+def test_metrics_show_delivery_positions(alice, make_user):
+    client = client_for(alice)
+    client.post(
+        "/api/events/ack",
+        json.dumps({"eventId": "42", "clientId": "tab"}),
+        content_type="application/json",
+        HTTP_X_CSRFTOKEN=client.cookies["csrftoken"].value,
+    )
+    staff = client_for(make_user("ops", is_staff=True))
+    positions = staff.get("/api/auth/metrics").json()["deliveryPositions"]
+    assert {"user": "alice", "clientId": "tab", "eventId": "42"}.items() <= positions[0].items()

@@ -156,3 +156,17 @@ def test_ack_validation_and_identity(alice):
         "/api/events/ack", json.dumps({"eventId": "1"}), content_type="application/json"
     )
     assert no_csrf.status_code == 403
+
+
+@pytest.mark.asyncio
+async def test_closed_streams_leave_nothing_behind(alice, org_a):
+    from reactive.fanout import get_hub
+
+    streams = [event_stream(alice, str(org_a.pk), None) for _ in range(3)]
+    for stream in streams:
+        await next_frame(stream)
+    hub = get_hub()
+    assert hub.connections == 3
+    for stream in streams:
+        await stream.aclose()
+    assert hub.connections == 0 and dict(hub.streams) == {}
