@@ -11,11 +11,12 @@ computing the result, never to an error.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -41,14 +42,33 @@ def version_key(tag: str) -> str:
     return VERSION_PREFIX + tag
 
 
+_UNREAD = object()
+
+
+def dumps(data: Any) -> str:
+    """The one JSON encoding of results: compact, UTF-8."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
 @dataclass
 class Lookup:
-    """The result of a fetch: the data, the log position it was read at, hit or miss."""
+    """The result of a fetch: its JSON text (and data), the log position it was read at, hit or miss.
 
-    data: Any
+    Entries hold the JSON text, so an HTTP hit sends it as is; `data` decodes it
+    only for callers that want Python objects.
+    """
+
+    json: str
     cursor: str
     hit: bool
     stale: bool = False  # a miss because an entry existed but was invalidated
+    _data: Any = field(default=_UNREAD, repr=False)
+
+    @property
+    def data(self) -> Any:
+        if self._data is _UNREAD:
+            self._data = json.loads(self.json)
+        return self._data
 
 
 class _Flight:
@@ -115,19 +135,20 @@ class ReactiveCache:
             got = self.backend.get_many([key, *vkeys])
         except Exception:
             logger.warning("reactive: cache unavailable, computing %s", key, exc_info=True)
-            return Lookup(compute(), _safe(position), hit=False)
+            data = compute()
+            return Lookup(dumps(data), _safe(position), hit=False, _data=data)
         entry = got.get(key)
         current = [got.get(vk) for vk in vkeys]
         if entry is not None and None not in current and entry["v"] == current:
-            return Lookup(entry["d"], entry["c"], hit=True)
+            return Lookup(entry["j"], entry["c"], hit=True)
         versions = self._ensure(vkeys, current)
         cursor = _safe(position)  # read before the handler, like the versions
-        data = self.flights.run((key, tuple(versions)), compute)
+        data, text = self.flights.run((key, tuple(versions)), lambda: _computed(compute))
         try:
-            self.backend.set(key, {"v": versions, "d": data, "c": cursor}, ttl)
+            self.backend.set(key, {"v": versions, "j": text, "c": cursor}, ttl)
         except Exception:
             logger.warning("reactive: could not store %s", key, exc_info=True)
-        return Lookup(data, cursor, hit=False, stale=entry is not None)
+        return Lookup(text, cursor, hit=False, stale=entry is not None, _data=data)
 
     def _ensure(self, vkeys: list[str], current: list[str | None]) -> list[str]:
         versions = list(current)
@@ -156,6 +177,11 @@ class ReactiveCache:
     def clear(self) -> None:
         """Forget every entry and version (tests and operations)."""
         self.backend.clear()
+
+
+def _computed(compute: Callable[[], Any]) -> tuple[Any, str]:
+    data = compute()
+    return data, dumps(data)
 
 
 def _safe(position: Callable[[], str]) -> str:

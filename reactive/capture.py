@@ -315,3 +315,15 @@ def install() -> None:
     QuerySet.update = _update
     QuerySet.bulk_create = _bulk_create
     QuerySet.bulk_update = _bulk_update
+
+
+def uninstall() -> None:
+    """Undo :func:`install` (benchmarks compare writes with and without capture)."""
+    post_init.disconnect(dispatch_uid="reactive.init")
+    pre_save.disconnect(dispatch_uid="reactive.pre_save")
+    post_save.disconnect(dispatch_uid="reactive.save")
+    post_delete.disconnect(dispatch_uid="reactive.delete")
+    m2m_changed.disconnect(dispatch_uid="reactive.m2m")
+    QuerySet.update = _original["update"]
+    QuerySet.bulk_create = _original["bulk_create"]
+    QuerySet.bulk_update = _original["bulk_update"]

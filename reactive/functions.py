@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError
 
 from . import metrics
-from .cache import ENTRY_PREFIX, reactive_cache
+from .cache import ENTRY_PREFIX, Lookup, reactive_cache
 from .errors import (
     Forbidden,
     InvalidInput,
@@ -65,14 +65,27 @@ class Context:
 
 @dataclass
 class Result:
-    """A function's answer with what clients need to keep it fresh."""
+    """A function's answer with what clients need to keep it fresh.
 
-    data: Any
+    Cached queries carry their JSON text (`json`), sent over HTTP as is; `data`
+    is decoded from it on first use.
+    """
+
+    value: Any = None
     key: str = ""
     tags: list[str] = field(default_factory=list)
     cursor: str = ""
     hit: bool = False
     stale: bool = False  # a miss caused by an invalidation (for metrics)
+    lookup: Lookup | None = None
+
+    @property
+    def data(self) -> Any:
+        return self.lookup.data if self.lookup is not None else self.value
+
+    @property
+    def json(self) -> str | None:
+        return self.lookup.json if self.lookup is not None else None
 
 
 class ReactiveFunction:
@@ -192,7 +205,7 @@ class ReactiveFunction:
         found = reactive_cache().fetch(
             key, tags, lambda: self.handler(ctx, inp), log.position, self.ttl or _default_ttl()
         )
-        return Result(found.data, key, tags, found.cursor, found.hit, found.stale)
+        return Result(None, key, tags, found.cursor, found.hit, found.stale, lookup=found)
 
     def _mutate(self, ctx: Context, inp: BaseModel) -> Result:
         with transaction.atomic():

@@ -113,6 +113,10 @@ else:
             },
             # Per process, so that two test runs on one checkout never share a file.
             "TEST": {"NAME": str(DATA_DIR / f"test-teamhub-{os.getpid()}.sqlite3")},
+            # Under ASGI, Django runs sync code in one thread per process, so a
+            # persistent SQLite connection is reused instead of reopened per request.
+            "CONN_MAX_AGE": None,
+            "CONN_HEALTH_CHECKS": True,
         }
     }
 
