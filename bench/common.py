@@ -19,13 +19,43 @@ def setup_django(fresh_sqlite: bool = True) -> None:
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "teamhub.settings")
     os.environ.setdefault("LOG_LEVEL", "ERROR")
-    if fresh_sqlite and not os.environ.get("DATABASE_URL"):
+    if os.environ.get("DATABASE_URL"):
+        _fresh_postgres()
+    elif fresh_sqlite:
         os.environ["SQLITE_PATH"] = str(Path(tempfile.mkdtemp(prefix="teamhub-bench-")) / "b.db")
     import django
     from django.core.management import call_command
 
     django.setup()
     call_command("migrate", verbosity=0, interactive=False)
+
+
+def _fresh_postgres() -> None:
+    """Point DATABASE_URL at a new database (and a fresh cache prefix), dropped at exit."""
+    import atexit
+    import secrets
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    admin = os.environ["DATABASE_URL"]
+    name = f"teamhub_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    os.environ["DATABASE_URL"] = urlunsplit(urlsplit(admin)._replace(path="/" + name))
+    os.environ["CACHE_KEY_PREFIX"] = name
+
+    def drop() -> None:
+        from django.db import connections
+
+        for conn in connections.all():
+            conn.close()
+            if hasattr(conn, "close_pool"):
+                conn.close_pool()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    atexit.register(drop)
 
 
 def percentile(values: list[float], p: float) -> float:

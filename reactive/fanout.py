@@ -17,7 +17,7 @@ import weakref
 from collections import defaultdict
 
 from asgiref.sync import async_to_sync, sync_to_async
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from .conf import reactive_settings
 from .events import GLOBAL_TENANT, Event
@@ -34,6 +34,13 @@ def broadcast(event: Event) -> None:
     """Send a committed event to every process's hub."""
     layer = get_channel_layer()
     if layer is None:
+        return
+    if isinstance(layer, InMemoryChannelLayer):
+        # Its only listeners are this process's hubs: hand the event to their
+        # loops without blocking the writer on a round trip through the layer.
+        for loop, hub in list(_hubs.items()):
+            if not loop.is_closed():
+                asyncio.run_coroutine_threadsafe(hub.handle(event), loop)
         return
     async_to_sync(layer.group_send)(GROUP, {"type": "reactive.event", "event": event.as_dict()})
 
