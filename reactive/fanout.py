@@ -1,12 +1,14 @@
-"""Live fan-out: one listener per process on the Channels layer, local dispatch.
+"""Live fan-out: one listener per process, local dispatch to its connections.
 
-Publishers send each committed event once to the group ``reactive.events``;
-every process's :class:`Hub` is one member of it and hands the event to the
-local streams that follow its tenant. The layer's cost per event is one message
-per process, whatever the number of connections, and the SSE frame is built
-once per event. Each event names its tenant's previous event (``prev``), so a
-hub that sees a hole (a message lost or reordered on the layer) reads the log
-to fill it before dispatching: connections receive every event, in order.
+With Redis, the log's append script also PUBLISHes each event, in the same
+round trip as the XADD, and every process's :class:`Hub` holds one pub/sub
+subscription: a write costs no extra round trip, and an event costs one
+message per process, whatever the number of connections. Embedded, the
+writer hands events to this process's hubs directly; any other channel layer
+is used through one group member per process. The SSE frame is built once
+per event. Each event names its tenant's previous event (``prev``), so a hub
+that sees a hole (a message lost or reordered) reads the log to fill it before
+dispatching: connections receive every event, in order.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 from .conf import reactive_settings
 from .events import GLOBAL_TENANT, Event
-from .log import Gap, get_log
+from .log import Gap, RedisLog, get_log
 
 logger = logging.getLogger("reactive")
 
@@ -32,6 +34,8 @@ QUEUE_SIZE = 1000  # events a slow connection may lag before it is told to reset
 
 def broadcast(event: Event) -> None:
     """Send a committed event to every process's hub."""
+    if isinstance(get_log(), RedisLog):
+        return  # the append script published it to every hub in the same round trip
     layer = get_channel_layer()
     if layer is None:
         return
@@ -91,7 +95,9 @@ class Hub:
         self.last: dict[str, str] = {}  # tenant -> id of the last event dispatched
         self.task: asyncio.Task | None = None
         self.beats: asyncio.Task | None = None
-        self.channel: str | None = None
+        self.channel: str | None = None  # on a channel layer
+        self.redis = None  # or on Redis pub/sub
+        self.stop_token = ""
         self.ready = asyncio.Event()
         self.dispatched = 0
 
@@ -105,8 +111,12 @@ class Hub:
     async def attach(self, stream: Stream, tenants: set[str]) -> None:
         for tenant in tenants:
             if tenant not in self.last:
-                # Start from the log's newest event, so later holes are detectable.
-                self.last[tenant] = await sync_to_async(get_log().last_id)(tenant)
+                # Start from the tenant's newest event (or the log's position if it
+                # has none), so that later holes can be read back from the log.
+                last = await sync_to_async(get_log().last_id)(tenant)
+                if last == "0":
+                    last = await sync_to_async(get_log().position)()
+                self.last[tenant] = last
             self.streams[tenant].add(stream)
         loop = asyncio.get_running_loop()
         if self.beats is None or self.beats.done():
@@ -133,25 +143,16 @@ class Hub:
         return len({s for followers in self.streams.values() for s in followers})
 
     async def listen(self) -> None:
-        """Receive events from the layer until cancelled; rejoin and retry on failures."""
-        layer = get_channel_layer()
+        """Receive events until closed; on a failure, retry and fill what was missed from the log."""
+        log = get_log()
         delay = 0.1
         while True:
             try:
-                channel = self.channel = await layer.new_channel()
-                await layer.group_add(GROUP, channel)
-                self.ready.set()
-                delay = 0.1
-                rejoin = asyncio.get_running_loop().time() + REJOIN_SECONDS
-                while True:
-                    message = await layer.receive(channel)
-                    if message["type"] == "reactive.stop":
-                        await layer.group_discard(GROUP, channel)
-                        return
-                    await self.handle(Event.from_dict(message["event"]))
-                    if asyncio.get_running_loop().time() > rejoin:
-                        await layer.group_add(GROUP, channel)
-                        rejoin += REJOIN_SECONDS
+                if isinstance(log, RedisLog):
+                    await self.listen_redis(log)
+                else:
+                    await self.listen_layer()
+                return
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -160,6 +161,46 @@ class Hub:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 await self.resync()
+
+    async def listen_redis(self, log: RedisLog) -> None:
+        """One Redis pub/sub subscription for the whole process."""
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(log.url, decode_responses=True)
+        pubsub = client.pubsub()
+        try:
+            await pubsub.subscribe(log.channel)
+            self.redis, self.stop_token = client, f"stop\x1e{id(self)}"
+            self.ready.set()
+            await self.resync()  # anything published while (re)subscribing
+            async for message in pubsub.listen():
+                if message["type"] != "message":
+                    continue
+                if message["data"] == self.stop_token:
+                    return
+                event = RedisLog.parse(message["data"])
+                if event is not None:
+                    await self.handle(event)
+        finally:
+            await pubsub.aclose()
+            await client.aclose()
+
+    async def listen_layer(self) -> None:
+        """Any other channel layer: one group member per process."""
+        layer = get_channel_layer()
+        channel = self.channel = await layer.new_channel()
+        await layer.group_add(GROUP, channel)
+        self.ready.set()
+        rejoin = asyncio.get_running_loop().time() + REJOIN_SECONDS
+        while True:
+            message = await layer.receive(channel)
+            if message["type"] == "reactive.stop":
+                await layer.group_discard(GROUP, channel)
+                return
+            await self.handle(Event.from_dict(message["event"]))
+            if asyncio.get_running_loop().time() > rejoin:
+                await layer.group_add(GROUP, channel)
+                rejoin += REJOIN_SECONDS
 
     async def heartbeat(self) -> None:
         """One timer for every stream of the process, instead of a timeout per stream."""
@@ -175,7 +216,9 @@ class Hub:
             self.beats.cancel()
         if self.task is None or self.task.done():
             return
-        if self.channel is not None:
+        if self.redis is not None:
+            await self.redis.publish(get_log().channel, self.stop_token)
+        elif self.channel is not None:
             await get_channel_layer().send(self.channel, {"type": "reactive.stop"})
         try:
             await asyncio.wait_for(self.task, 5)

@@ -98,6 +98,9 @@ local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
 local prev = '0'
 if last[1] then prev = string.match(last[1][1], '^(%d+)') end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], id .. '-0', 't', ARGV[2], 'at', ARGV[3])
+-- the live path: one message to every process's hub, in the same round trip
+local sep = string.char(30)
+redis.call('PUBLISH', KEYS[4], id .. sep .. prev .. sep .. ARGV[3] .. sep .. ARGV[5] .. sep .. ARGV[2])
 return {id, prev}
 """
 
@@ -120,7 +123,9 @@ class RedisLog:
             url, socket_timeout=2, socket_connect_timeout=2, decode_responses=True
         )
         self.maxlen = maxlen
+        self.url = url
         self.seq_key, self.origin_key = f"{prefix}:seq", f"{prefix}:origin"
+        self.channel = f"{prefix}:events"  # Redis pub/sub: each process's hub subscribes once
         self.prefix = prefix
         self._append = self.client.register_script(_APPEND)
         self._position = self.client.register_script(_POSITION)
@@ -129,10 +134,19 @@ class RedisLog:
         return f"{self.prefix}:log:{tenant}"
 
     def append(self, tenant: str, tags: list[str], at: int) -> Event:
-        keys = [self.seq_key, self.origin_key, self.stream_key(tenant)]
-        args = [self.maxlen, "\x1f".join(tags), at, time.time_ns() // 1000]
+        keys = [self.seq_key, self.origin_key, self.stream_key(tenant), self.channel]
+        args = [self.maxlen, "\x1f".join(tags), at, time.time_ns() // 1000, tenant]
         seq, prev = self._append(keys=keys, args=args)
         return Event(str(seq), tenant, tags, at, str(prev))
+
+    @staticmethod
+    def parse(message: str) -> Event | None:
+        """An event published by the append script (None for anything else)."""
+        parts = message.split("\x1e")
+        if len(parts) != 5:
+            return None
+        event_id, prev, at, tenant, tags = parts
+        return Event(event_id, tenant, tags.split("\x1f") if tags else [], int(at), prev)
 
     def _bounds(self) -> tuple[int, int]:
         seq, origin = self._position(
