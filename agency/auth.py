@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.core.cache import cache
 from django.http import HttpRequest
 from django.utils import timezone
@@ -46,21 +47,45 @@ def _resolved(user: User):
 
 
 class ApiTokenMiddleware:
-    """Authenticate ``Authorization: Bearer`` requests; they need no CSRF token."""
+    """Authenticate ``Authorization: Bearer`` requests; they need no CSRF token.
+
+    Async-capable, so that requests without a token cross no thread under ASGI.
+    """
+
+    sync_capable = True
+    async_capable = True
 
     def __init__(self, get_response):
         self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
         raw = bearer(request.headers)
         if raw is not None:
-            user = user_for_token(raw)
-            if user is None:
-                return error_response(NotAuthenticated("Invalid or revoked API token."))
-            request.user = user
-            request.auser = _resolved(user)
-            request.csrf_processing_done = True  # no cookie identity, so no CSRF risk
+            failure = self.authenticate(request, user_for_token(raw))
+            if failure is not None:
+                return failure
         return self.get_response(request)
+
+    async def __acall__(self, request: HttpRequest):
+        raw = bearer(request.headers)
+        if raw is not None:
+            failure = self.authenticate(request, await sync_to_async(user_for_token)(raw))
+            if failure is not None:
+                return failure
+        return await self.get_response(request)
+
+    @staticmethod
+    def authenticate(request: HttpRequest, user: User | None):
+        if user is None:
+            return error_response(NotAuthenticated("Invalid or revoked API token."))
+        request.user = user
+        request.auser = _resolved(user)
+        request.csrf_processing_done = True  # no cookie identity, so no CSRF risk
+        return None
 
 
 class Throttled(ReactiveError):

@@ -13,11 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from django.core.cache import caches
@@ -28,6 +29,7 @@ logger = logging.getLogger("reactive")
 
 VERSION_PREFIX = "rx:v:"
 ENTRY_PREFIX = "rx:e:"
+_SPACE = re.compile(r"\s")
 FOLLOWER_WAIT = 30.0  # seconds a follower waits for the leader of a flight
 
 
@@ -35,9 +37,10 @@ def new_token() -> str:
     return uuid.uuid4().hex[:16]
 
 
+@lru_cache(maxsize=65_536)
 def version_key(tag: str) -> str:
     """The cache key holding a tag's version token (hashed when unsafe as a key)."""
-    if len(tag) > 180 or any(c.isspace() for c in tag):
+    if len(tag) > 180 or _SPACE.search(tag):
         return VERSION_PREFIX + hashlib.sha1(tag.encode()).hexdigest()
     return VERSION_PREFIX + tag
 

@@ -1,15 +1,19 @@
 """TeamHub's URLs: admin, the API (reactive functions, REST, auth, events) and pages."""
 
+import os
+
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from reactive.sse import ack_view, events_view
 
 from .api import api
 
 urlpatterns = [
+    *([path("bench/", include("bench.views"))] if os.environ.get("TEAMHUB_BENCH_VIEWS") else []),
     path("admin/", admin.site.urls),
     path("api/events", events_view, name="reactive-events"),
     path("api/events/ack", ack_view, name="reactive-ack"),
     path("api/", api.urls),
+    path("", include("agency.urls")),  # pages, live fragments, static files: keep last
 ]

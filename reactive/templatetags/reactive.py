@@ -114,3 +114,12 @@ def as_datetime(value: Any) -> datetime | Any:
     if isinstance(value, str):
         return parse_datetime(value) or value
     return value
+
+
+@register.filter
+def get_item(mapping: Any, key: Any) -> Any:
+    """``{{ names|get_item:message.fromAgentId }}``: a dict lookup by a variable key."""
+    try:
+        return mapping.get(key)
+    except AttributeError:
+        return None
