@@ -22,7 +22,7 @@ JsonObject = Annotated[dict[str, Any], Field(max_length=100)]
 class Output(BaseModel):
     """A result shape, documented in OpenAPI; handlers return plain dicts of this shape."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
 
 
 # --- inputs -----------------------------------------------------------------------------

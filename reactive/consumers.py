@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from .capture import user_stream
@@ -153,7 +154,9 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         except (ValueError, TypeError):
             since = 0  # untrustworthy: replay will answer with a reset
         try:
-            sub, result = await sync_to_async(self._run)(sub_id, fn, message.get("input") or {})
+            sub, result = await database_sync_to_async(self._run)(
+                sub_id, fn, message.get("input") or {}
+            )
         except ReactiveError as exc:
             await self.send_json(
                 {"type": "error", "id": sub_id, "status": exc.status, **exc.as_dict()}
@@ -270,7 +273,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
 
     async def push_result(self, sub: Subscription) -> None:
         try:
-            result = await sync_to_async(sub.fn.call)(sub.input, Context(user=self.user))
+            result = await database_sync_to_async(sub.fn.call)(sub.input, Context(user=self.user))
         except ReactiveError as exc:
             self.subs.pop(sub.id, None)
             await self.send_json(
@@ -292,7 +295,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         tenants = set().union(*(s.tenants for s in self.subs.values())) if self.subs else set()
         own = {GLOBAL_TENANT, user_stream(self.user.pk)}
         for tenant in tenants - own:
-            if await sync_to_async(authorize_tenant)(self.user, tenant):
+            if await database_sync_to_async(authorize_tenant)(self.user, tenant):
                 continue
             self.stream.unfollow(tenant)
             for sub in [s for s in self.subs.values() if tenant in s.tenants]:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
@@ -99,7 +100,7 @@ async def event_stream(user: Any, tenant: str, since: int | None) -> AsyncIterat
             recheck = event is not None and watched.intersection(event.tags)
             if recheck or time.monotonic() > next_check:
                 next_check = time.monotonic() + conf["RECHECK_SECONDS"]
-                if not await sync_to_async(authorize_tenant)(user, tenant):
+                if not await database_sync_to_async(authorize_tenant)(user, tenant):
                     yield b"event: forbidden\ndata: {}\n\n"
                     return
     finally:
@@ -121,7 +122,9 @@ async def events_view(request: HttpRequest) -> HttpResponse:
             since = parse_position(raw)
         except ValueError:
             since = 0  # a bogus position: replay cannot be trusted, so the stream resets
-        if not await sync_to_async(authorize_tenant)(user, tenant):
+        # database_sync_to_async hands this request's connections back: an open
+        # stream must not hold a pooled connection for its whole life.
+        if not await database_sync_to_async(authorize_tenant)(user, tenant):
             raise Forbidden()
     except ReactiveError as exc:
         return error_response(exc)

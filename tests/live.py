@@ -37,9 +37,9 @@ def server_env() -> dict[str, str]:
 
 
 class LiveServer:
-    """`uvicorn teamhub.asgi:application` on a free port; stopped by `stop()`."""
+    """`uvicorn teamhub.asgi:application` on a free port (extra `env` for its settings)."""
 
-    def __init__(self, log_dir: Path):
+    def __init__(self, log_dir: Path, **env: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log_dir / f"server-{self.port}.log"
@@ -58,7 +58,7 @@ class LiveServer:
         self.proc = subprocess.Popen(
             cmd,
             cwd=ROOT,
-            env=server_env(),
+            env={**server_env(), **env},
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -131,3 +131,22 @@ async def test_write_on_one_process_reaches_clients_of_another(server, token, or
     finally:
         await asyncio.to_thread(second.stop)
     assert f"agency.agent:id={agent['id']}" in event["json"]["tags"]
+
+
+@pytest.mark.services
+async def test_open_streams_hold_no_database_connection(token, org_a, tmp_path):
+    """Many SSE streams on a server whose pool has 2 connections: queries still answer."""
+    small = await asyncio.to_thread(LiveServer, tmp_path, DB_POOL_MIN="1", DB_POOL_MAX="2")
+    try:
+        async with api(small, token) as client:
+            streams = [SSE(client, {"organizationId": str(org_a.pk)}) for _ in range(6)]
+            opened = [await asyncio.wait_for(s.__aenter__(), WAIT) for s in streams]
+            assert all(s.response.status_code == 200 for s in opened)
+            resp = await asyncio.wait_for(
+                client.get("/api/rx/agents.getAll", params={"organizationId": str(org_a.pk)}), WAIT
+            )
+            assert resp.status_code == 200
+            for s in opened:
+                await s.__aexit__(None, None, None)
+    finally:
+        await asyncio.to_thread(small.stop)
