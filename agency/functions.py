@@ -157,18 +157,19 @@ def create_agent(ctx: Context, inp: s.AgentCreate) -> dict:
     return _agent_detail(agent)
 
 
-def _agent_for_write(ctx: Context, agent_id: Any) -> Agent:
-    agent = Agent.objects.select_for_update().filter(id=agent_id).first()
-    if agent is None:
+def _for_write(ctx: Context, rows: Any, row_id: Any) -> Any:
+    """The row to change, locked; NotFound, or Forbidden unless the caller is a member."""
+    row = rows.select_for_update(of=("self",)).filter(id=row_id).first()
+    if row is None:
         raise NotFound()
-    ensure_member(ctx, agent.organization_id)
-    return agent
+    ensure_member(ctx, row.organization_id)
+    return row
 
 
 @mutation("agents.update", input=s.AgentUpdate, output=s.AgentDetailOut)
 def update_agent(ctx: Context, inp: s.AgentUpdate) -> dict:
     """Change some fields of an agent."""
-    agent = _agent_for_write(ctx, inp.id)
+    agent = _for_write(ctx, Agent.objects, inp.id)
     _apply(agent, inp.data.model_dump(exclude_unset=True, exclude={"tool_ids"}))
     if inp.data.tool_ids is not None:
         _set_tools(agent, inp.data.tool_ids)
@@ -178,7 +179,7 @@ def update_agent(ctx: Context, inp: s.AgentUpdate) -> dict:
 @mutation("agents.delete", input=s.ById, output=s.Deleted)
 def delete_agent(ctx: Context, inp: s.ById) -> dict:
     """Delete an agent (its messages and jobs go with it)."""
-    _agent_for_write(ctx, inp.id).delete()
+    _for_write(ctx, Agent.objects, inp.id).delete()
     return {"id": str(inp.id), "deleted": True}
 
 
@@ -219,23 +220,10 @@ def create_tool(ctx: Context, inp: s.ToolCreate) -> dict:
     return instance(tool, TOOL_FIELDS)
 
 
-def _tool_for_write(ctx: Context, tool_id: Any) -> Tool:
-    tool = (
-        Tool.objects.select_for_update(of=("self",))
-        .select_related("tool_type")
-        .filter(id=tool_id)
-        .first()
-    )
-    if tool is None:
-        raise NotFound()
-    ensure_member(ctx, tool.organization_id)
-    return tool
-
-
 @mutation("tools.update", input=s.ToolUpdate, output=s.ToolOut)
 def update_tool(ctx: Context, inp: s.ToolUpdate) -> dict:
     """Change some fields of a tool."""
-    tool = _tool_for_write(ctx, inp.id)
+    tool = _for_write(ctx, Tool.objects.select_related("tool_type"), inp.id)
     _apply(tool, _tool_fields(inp.data.model_dump(exclude_unset=True)))
     return instance(tool, TOOL_FIELDS)
 
@@ -243,7 +231,7 @@ def update_tool(ctx: Context, inp: s.ToolUpdate) -> dict:
 @mutation("tools.delete", input=s.ById, output=s.Deleted)
 def delete_tool(ctx: Context, inp: s.ById) -> dict:
     """Delete a tool."""
-    _tool_for_write(ctx, inp.id).delete()
+    _for_write(ctx, Tool.objects.select_related("tool_type"), inp.id).delete()
     return {"id": str(inp.id), "deleted": True}
 
 

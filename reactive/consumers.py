@@ -72,6 +72,10 @@ class RateLimit:
 class ReactiveConsumer(AsyncWebsocketConsumer):
     """One browser or SPA connection and its subscriptions."""
 
+    # Events come from the process's hub, not the channel layer: without this,
+    # Channels would hold a blocking Redis receive open for every connection.
+    channel_layer_alias = None
+
     async def connect(self) -> None:
         self.user = self.scope.get("user")
         self.subs: dict[str, Subscription] = {}
