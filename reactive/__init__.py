@@ -1,7 +1,7 @@
 """A reactive data layer for Django: cached functions, invalidated on commit, pushed live.
 
-The public API is re-exported from ``reactive.api_public``-free modules lazily,
-so that importing the package does not load Django models before apps are ready.
+The names below are importable from ``reactive`` itself; they load on first
+use, so that importing the package never touches models before apps are ready.
 """
 
 __all__ = [
