@@ -102,6 +102,9 @@ class BenchServer:
                 "--log-level",
                 "warning",
                 "--no-access-log",
+                # compressing every small event frame per connection costs more than it saves
+                "--ws-per-message-deflate",
+                "false",
                 "--workers",
                 str(self.workers),
             ]
