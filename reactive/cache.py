@@ -119,6 +119,11 @@ class ReactiveCache:
     def __init__(self, alias: str):
         self.alias = alias
         self.flights = SingleFlight()
+        # Tags whose bump failed (cache down during a write): until they are bumped,
+        # this process must not trust any entry, or it could serve data older than
+        # that committed write once the cache is back.
+        self.unbumped: set[str] = set()
+        self.lock = threading.Lock()
 
     @property
     def backend(self):
@@ -135,6 +140,8 @@ class ReactiveCache:
         """The cached result for `key` if its tags are unchanged, else compute and store it."""
         vkeys = [version_key(t) for t in tags]
         try:
+            if self.unbumped and not self.retry_bumps():
+                raise ConnectionError("tag versions from a failed write are not bumped yet")
             got = self.backend.get_many([key, *vkeys])
         except Exception:
             logger.warning("reactive: cache unavailable, computing %s", key, exc_info=True)
@@ -172,10 +179,29 @@ class ReactiveCache:
 
     def bump(self, tags: Iterable[str]) -> None:
         """Give each tag a new version, so every entry that read the old one misses."""
+        tags = set(tags)
+        with self.lock:
+            tags |= self.unbumped
         try:
             self.backend.set_many({version_key(t): new_token() for t in tags}, None)
         except Exception:
-            logger.error("reactive: could not bump tag versions", exc_info=True)
+            logger.error(
+                "reactive: could not bump tag versions; bypassing the cache until they are",
+                exc_info=True,
+            )
+            with self.lock:
+                self.unbumped |= tags
+            return
+        with self.lock:
+            self.unbumped -= tags
+
+    def retry_bumps(self) -> bool:
+        """Bump what failed earlier; True once nothing is left pending."""
+        with self.lock:
+            pending = set(self.unbumped)
+        if pending:
+            self.bump(pending)
+        return not self.unbumped
 
     def clear(self) -> None:
         """Forget every entry and version (tests and operations)."""

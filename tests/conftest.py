@@ -48,6 +48,7 @@ def reactive_state():
         reactive_cache().clear()
         reactive_log.get_log.cache_clear()
     metrics.discard_pending()
+    reactive_cache().unbumped.clear()
     yield
 
 

@@ -203,3 +203,23 @@ def test_evicted_version_is_a_miss(alice, org_a, agent_a):
     result = get_agents(alice, org_a)
     reactive_cache().backend.delete_many([f"rx:v:{t}" for t in result.tags])
     assert not get_agents(alice, org_a).hit
+
+
+def test_failed_bump_never_lets_a_stale_entry_hit(alice, org_a, agent_a, monkeypatch):
+    """A write while the cache cannot be bumped: no read may serve the old entry afterwards."""
+    assert get_agents(alice, org_a).data[0]["name"] == "Agent A"  # cached
+    backend = reactive_cache().backend
+    real_set_many = backend.set_many
+
+    def down(*args, **kwargs):
+        raise ConnectionError("cache unreachable")
+
+    monkeypatch.setattr(backend, "set_many", down)
+    Agent.objects.filter(pk=agent_a.pk).update(name="written while down")
+    still_down = get_agents(alice, org_a)
+    assert not still_down.hit and still_down.data[0]["name"] == "written while down"
+    monkeypatch.setattr(backend, "set_many", real_set_many)  # the cache is back, entry intact
+    back = get_agents(alice, org_a)
+    assert not back.hit and back.data[0]["name"] == "written while down"
+    assert reactive_cache().unbumped == set()
+    assert get_agents(alice, org_a).hit  # and caching resumes
