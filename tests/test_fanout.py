@@ -38,3 +38,31 @@ async def test_events_of_unfollowed_tenants_are_ignored():
     await hub.handle(other)
     assert all(e is None or e.tenant != "tenant-z" for e in list(stream.queue._queue))
     stream.close()
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+async def test_lost_pubsub_connection_misses_nothing():
+    """Redis drops the hub's subscription; an event published meanwhile still arrives."""
+    import asyncio
+
+    import redis
+
+    log = get_log()
+    hub = get_hub()
+    stream = await hub.open({"tenant-k"})
+    admin = redis.Redis.from_url(log.url)
+    await asyncio.to_thread(admin.client_kill_filter, _type="pubsub")
+    event = await sync_to_async(log.append)("tenant-k", ["lost?"], 1)  # likely not delivered live
+    deadline = asyncio.get_running_loop().time() + 10
+    got = []
+    while asyncio.get_running_loop().time() < deadline and event.id not in got:
+        try:
+            item = await asyncio.wait_for(stream.get(), 0.5)
+        except TimeoutError:
+            await sync_to_async(log.append)("tenant-other", ["nudge"], 1)  # unrelated traffic
+            continue
+        if item is not None:
+            got.append(item.id)
+    assert event.id in got
+    stream.close()
