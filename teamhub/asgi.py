@@ -9,6 +9,10 @@ django_asgi = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
+from teamhub import middleware  # noqa: E402
+
+middleware.install()
+
 from agency.auth import WebSocketTokenAuth  # noqa: E402
 from reactive.routing import websocket_application  # noqa: E402
 
