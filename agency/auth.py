@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from uuid import UUID
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.core.cache import cache
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
+from reactive.cache import cached
 from reactive.errors import NotAuthenticated, ReactiveError
 from reactive.http import error_response
+from reactive.tags import row_tag, table_tag
 
 from .models import ApiToken, User, hash_token
 
@@ -20,16 +24,70 @@ LOGIN_WINDOW = 300  # ... within this many seconds lock further tries out
 
 
 def user_for_token(raw: str) -> User | None:
-    """The active user an API token belongs to, or None (unknown, revoked, inactive)."""
-    token = (
-        ApiToken.objects.active().select_related("user").filter(token_hash=hash_token(raw)).first()
-    )
+    """The active user an API token belongs to, or None (unknown, revoked, inactive).
+
+    Both lookups go through the reactive cache, tagged by the rows they read, so
+    a revocation or a deactivated user takes effect at once without a query per
+    request.
+    """
+    digest = hash_token(raw)
+    token = cached(f"apitoken:{digest}", [table_tag(ApiToken)], lambda: _token_row(digest))
     if token is None:
         return None
+    user = _cached_user(token["user"])
+    if user is None or not user.is_active:
+        return None
+    last_used = parse_datetime(token["lastUsed"]) if token["lastUsed"] else None
     now = timezone.now()
-    if token.last_used_at is None or now - token.last_used_at > LAST_USED_EVERY:
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    return token.user
+    if last_used is None or now - last_used > LAST_USED_EVERY:
+        ApiToken.objects.filter(pk=token["id"]).update(last_used_at=now)
+    return user
+
+
+def _token_row(digest: str) -> dict | None:
+    row = (
+        ApiToken.objects.filter(token_hash=digest, revoked_at__isnull=True)
+        .values("id", "user_id", "last_used_at")
+        .first()
+    )
+    if row is None:
+        return None
+    used = row["last_used_at"]
+    return {
+        "id": str(row["id"]),
+        "user": str(row["user_id"]),
+        "lastUsed": used.isoformat() if used else None,
+    }
+
+
+_USER_FIELDS = [f for f in User._meta.concrete_fields if f.attname != "password"]
+
+
+def _json_ready(row: dict | None) -> dict | None:
+    if row is None:
+        return None
+    return {
+        k: v.isoformat() if isinstance(v, datetime) else str(v) if isinstance(v, UUID) else v
+        for k, v in row.items()
+    }
+
+
+def _cached_user(user_id: str) -> User | None:
+    """A User loaded from the cache; its password stays deferred (read from the database if used)."""
+    values = cached(
+        f"user:{user_id}",
+        [row_tag(User, user_id)],
+        lambda: _json_ready(
+            User.objects.filter(pk=user_id).values(*[f.attname for f in _USER_FIELDS]).first()
+        ),
+    )
+    if values is None:
+        return None
+    return User.from_db(
+        "default",
+        [f.attname for f in _USER_FIELDS],
+        [f.to_python(values[f.attname]) for f in _USER_FIELDS],
+    )
 
 
 def bearer(request_headers) -> str | None:

@@ -404,3 +404,28 @@ def test_metrics_show_delivery_positions(alice, make_user):
     staff = client_for(make_user("ops", is_staff=True))
     positions = staff.get("/api/auth/metrics").json()["deliveryPositions"]
     assert {"user": "alice", "clientId": "tab", "eventId": "42"}.items() <= positions[0].items()
+
+
+def test_token_lookup_is_cached_yet_deactivation_is_immediate(
+    alice, org_a, django_assert_max_num_queries
+):
+    from agency.auth import user_for_token
+
+    raw = ApiToken.issue(alice, "cached")[1]
+    assert user_for_token(raw) == alice  # first use: read, and last_used_at written
+    assert user_for_token(raw) == alice  # that write invalidated the entry: read again
+    with django_assert_max_num_queries(0):
+        again = user_for_token(raw)
+    assert again.pk == alice.pk and again.username == "alice"
+    again.display_name = "Alice A."
+    again.save()  # a cached user saves without touching the deferred password
+    alice.refresh_from_db()
+    assert alice.check_password("pw-alice") and alice.display_name == "Alice A."
+    alice.is_active = False
+    alice.save()
+    assert user_for_token(raw) is None
+    client = Client()
+    assert (
+        client.get("/api/rx/organizations.getAll", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code
+        == 401
+    )
