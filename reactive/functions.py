@@ -229,12 +229,6 @@ class Registry(dict[str, ReactiveFunction]):
         self[fn.name] = fn
         return fn
 
-    def queries(self) -> list[ReactiveFunction]:
-        return [fn for fn in self.values() if fn.kind == "query"]
-
-    def mutations(self) -> list[ReactiveFunction]:
-        return [fn for fn in self.values() if fn.kind == "mutation"]
-
 
 registry = Registry()
 

@@ -25,7 +25,7 @@ from .conf import authorize_tenant, reactive_settings
 from .errors import Forbidden, InvalidInput, NotAuthenticated, ReactiveError
 from .events import GLOBAL_TENANT, Event
 from .fanout import Stream, get_hub
-from .http import error_response, json_response
+from .http import check_csrf, error_response, json_body, json_response
 from .log import Gap, get_log, parse_position
 
 logger = logging.getLogger("reactive")
@@ -140,7 +140,6 @@ async def events_view(request: HttpRequest) -> HttpResponse:
 @csrf_exempt  # checked below, so that a failure answers in JSON like the rest of the API
 def ack_view(request: HttpRequest) -> HttpResponse:
     """Record a client's delivery position: ``{"eventId", "clientId"?, "organizationId"?}``."""
-    from .http import check_csrf, json_body
     from .models import ClientPosition
 
     try:

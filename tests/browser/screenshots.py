@@ -18,20 +18,10 @@ import time
 from pathlib import Path
 
 import httpx
+from chromium import CHROMIUM, CHROMIUM_ARGS  # this script's folder is on sys.path
 from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PASSWORD = "teamhub-demo"
 
 
@@ -97,7 +87,7 @@ def main() -> None:
         proc, url = serve(Path(tmp))
         try:
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 viewer = log_in(browser, url, "bob", out / "login.png")
                 connected(viewer)
                 viewer.screenshot(path=out / "organizations.png", full_page=True)
