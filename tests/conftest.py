@@ -10,6 +10,7 @@ from agency.models import Agent, Membership, Organization, User
 from reactive import log as reactive_log
 from reactive import metrics
 from reactive.cache import reactive_cache
+from tests import report
 
 SERVICES = bool(settings.REDIS_URL)
 
@@ -20,6 +21,15 @@ def pytest_report_header(config):
         f"teamhub mode: {'services' if SERVICES else 'embedded'} ({db}, "
         f"{settings.CACHES['default']['BACKEND'].rsplit('.', 1)[-1]})"
     ]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the fault and abuse report (tests/report.py) when any test recorded to it."""
+    table = report.lines()
+    if table:
+        terminalreporter.write_sep("=", "fault and abuse report")
+        for line in table:
+            terminalreporter.write_line(line)
 
 
 def pytest_collection_modifyitems(config, items):
