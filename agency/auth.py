@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import partial
 from uuid import UUID
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
@@ -11,6 +12,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from reactive import identity
 from reactive.cache import cached
 from reactive.errors import NotAuthenticated, ReactiveError
 from reactive.http import error_response
@@ -123,7 +125,7 @@ class ApiTokenMiddleware:
             return self.__acall__(request)
         raw = bearer(request.headers)
         if raw is not None:
-            failure = self.authenticate(request, user_for_token(raw))
+            failure = self.authenticate(request, raw, user_for_token(raw))
             if failure is not None:
                 return failure
         return self.get_response(request)
@@ -131,17 +133,19 @@ class ApiTokenMiddleware:
     async def __acall__(self, request: HttpRequest):
         raw = bearer(request.headers)
         if raw is not None:
-            failure = self.authenticate(request, await sync_to_async(user_for_token)(raw))
+            failure = self.authenticate(request, raw, await sync_to_async(user_for_token)(raw))
             if failure is not None:
                 return failure
         return await self.get_response(request)
 
     @staticmethod
-    def authenticate(request: HttpRequest, user: User | None):
+    def authenticate(request: HttpRequest, raw: str, user: User | None):
         if user is None:
             return error_response(NotAuthenticated("Invalid or revoked API token."))
         request.user = user
         request.auser = _resolved(user)
+        # Open streams ask again on every re-check: a revoked token ends them.
+        setattr(request, identity.ATTRIBUTE, partial(user_for_token, raw))
         request.csrf_processing_done = True  # no cookie identity, so no CSRF risk
         return None
 
@@ -194,5 +198,9 @@ class WebSocketTokenAuth:
             raw = parse_qs(scope.get("query_string", b"").decode()).get("token", [None])[0]
         if raw:
             user = await database_sync_to_async(user_for_token)(raw)
-            scope = {**scope, "user": user or AnonymousUser()}
+            scope = {
+                **scope,
+                "user": user or AnonymousUser(),
+                identity.ATTRIBUTE: partial(user_for_token, raw),
+            }
         return await self.app(scope, receive, send)

@@ -20,6 +20,7 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from . import identity
 from .capture import user_stream
 from .conf import authorize_tenant, reactive_settings
 from .errors import NotFound, ReactiveError
@@ -31,10 +32,12 @@ from .sse import access_tags
 
 logger = logging.getLogger("reactive")
 
+HEARTBEAT = '{"type":"heartbeat"}'
 MAX_FRAME = 64 * 1024  # bytes of one client message
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+RAW_SEND = "reactive.raw_send"  # the server's own send, put in the scope by routing.OriginCheck
 
 
 @dataclass
@@ -50,6 +53,13 @@ class Subscription:
     want_data: bool = False
     last: int = 0
     pending: asyncio.Task | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # The invalidate frame's subscription part, encoded once: per event only
+        # the matched tags and the event's id and time are added.
+        self.frame_head = (
+            f'{{"type":"invalidate","id":{json.dumps(self.id)},"key":{json.dumps(self.key)},"tags":'
+        )
 
 
 class RateLimit:
@@ -87,6 +97,10 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         conf = reactive_settings()
         self.limit = RateLimit(conf["MAX_MESSAGES_PER_SECOND"], conf["MAX_MESSAGES_PER_SECOND"] * 2)
         self.watched = access_tags(self.user)
+        self.reauthenticate = identity.for_scope(self.scope)
+        # Pushed frames go straight to the server, past the session middleware's
+        # per-message wrapper (it only acts on accept and HTTP responses).
+        self.send_frame = self.scope.get(RAW_SEND) or self.base_send
         self.stream = await get_hub().open({user_stream(self.user.pk)})
         await self.accept()
         self.pump = asyncio.get_running_loop().create_task(self.forward())
@@ -225,8 +239,9 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
             await self.send_json({"type": "reset", "id": sub.id})
             return
         for event in missed:
-            if sub.tags.intersection(event.tags):
-                await self.notify(sub, event)
+            tags = set(event.tags)
+            if not sub.tags.isdisjoint(tags):
+                await self.notify(sub, event, tags)
                 return  # one invalidation is enough: the client refetches everything once
 
     async def forward(self) -> None:
@@ -241,36 +256,31 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
                     await self.send_json({"type": "reset", "id": None})
                     continue
                 if event is None:
-                    await self.send_json({"type": "heartbeat"})
+                    await self.send_frame({"type": "websocket.send", "text": HEARTBEAT})
+                    tags: set[str] = set()
                 else:
+                    tags = set(event.tags)
                     for sub in list(self.subs.values()):
-                        if event.tenant in sub.tenants and sub.tags.intersection(event.tags):
-                            await self.notify(sub, event)
-                recheck = event is not None and self.watched.intersection(event.tags)
-                if recheck or time.monotonic() > next_check:
+                        if event.tenant in sub.tenants and not sub.tags.isdisjoint(tags):
+                            await self.notify(sub, event, tags)
+                if not self.watched.isdisjoint(tags) or time.monotonic() > next_check:
                     next_check = time.monotonic() + conf["RECHECK_SECONDS"]
-                    await self.recheck()
+                    if not await self.recheck():
+                        return
         except asyncio.CancelledError:
             raise
         except Exception:
             logger.exception("reactive: websocket pump failed")
             await self.close(code=1011)
 
-    async def notify(self, sub: Subscription, event: Event) -> None:
+    async def notify(self, sub: Subscription, event: Event, tags: set[str]) -> None:
         if int(event.id) <= sub.last:
             return
         sub.last = int(event.id)
         if not sub.want_data:
-            await self.send_json(
-                {
-                    "type": "invalidate",
-                    "id": sub.id,
-                    "key": sub.key,
-                    "eventId": event.id,
-                    "tags": sorted(sub.tags & set(event.tags)),
-                    "at": event.at,
-                }
-            )
+            matched = json.dumps(sorted(sub.tags & tags), separators=(",", ":"))
+            frame = f'{sub.frame_head}{matched},"eventId":"{event.id}","at":{event.at}}}'
+            await self.send_frame({"type": "websocket.send", "text": frame})
             return
         if sub.pending is None or sub.pending.done():
             sub.pending = asyncio.get_running_loop().create_task(self.push_result(sub))
@@ -294,8 +304,13 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
             }
         )
 
-    async def recheck(self) -> None:
-        """Drop the subscriptions whose tenants the user may no longer follow."""
+    async def recheck(self) -> bool:
+        """Close when the caller is gone; drop the subscriptions they may no longer follow."""
+        user = await database_sync_to_async(self.reauthenticate)()
+        if user is None:  # logged out, token revoked or user deactivated
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return False
+        self.user = user
         tenants = set().union(*(s.tenants for s in self.subs.values())) if self.subs else set()
         own = {GLOBAL_TENANT, user_stream(self.user.pk)}
         for tenant in tenants - own:
@@ -305,3 +320,4 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
             for sub in [s for s in self.subs.values() if tenant in s.tenants]:
                 self.subs.pop(sub.id, None)
                 await self.error(sub.id, 403, "forbidden", "You no longer have access.")
+        return True

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.http.request import validate_host
 from django.urls import path
 
-from .consumers import ReactiveConsumer
+from .consumers import RAW_SEND, ReactiveConsumer
 
 
 class OriginCheck:
@@ -29,7 +29,7 @@ class OriginCheck:
         if origin is not None and not self.allowed(origin.decode("latin-1")):
             await send({"type": "websocket.close", "code": 1008})
             return None
-        return await self.app(scope, receive, send)
+        return await self.app({**scope, RAW_SEND: send}, receive, send)
 
     @staticmethod
     def allowed(origin: str) -> bool:

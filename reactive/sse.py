@@ -3,8 +3,9 @@
 A stream replays the log after ``Last-Event-ID`` (or ``since``) before live
 events, says ``reset`` when that position is older than the log, sends a
 heartbeat comment every ``HEARTBEAT_SECONDS``, and re-checks the caller's
-access when a membership event names them (and every ``RECHECK_SECONDS``): a
-removed member's stream ends without their reconnecting.
+identity and access when an event touches their memberships, tokens or user
+row (and every ``RECHECK_SECONDS``): a removed member, a revoked token, a
+logged-out session or a deactivated user ends the stream without reconnecting.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from . import identity
+from .capture import user_stream
 from .conf import authorize_tenant, reactive_settings
 from .errors import Forbidden, InvalidInput, NotAuthenticated, ReactiveError
 from .events import GLOBAL_TENANT, Event
@@ -67,11 +70,26 @@ async def replay(tenants: list[str], since: int | None) -> tuple[list[Event], by
         return [], reset_frame(position, "gap")
 
 
-async def event_stream(user: Any, tenant: str, since: int | None) -> AsyncIterator[bytes]:
+def still_allowed(reauthenticate: identity.Reauthenticator, tenant: str) -> bool:
+    """Whether the caller is still who they were and may still follow `tenant`."""
+    user = reauthenticate()
+    return user is not None and authorize_tenant(user, tenant)
+
+
+async def event_stream(
+    user: Any,
+    tenant: str,
+    since: int | None,
+    reauthenticate: identity.Reauthenticator | None = None,
+) -> AsyncIterator[bytes]:
     """The frames of one SSE connection, until the client leaves or loses access."""
     conf = reactive_settings()
     hub = get_hub()
-    stream: Stream = await hub.open({tenant})
+    reauthenticate = reauthenticate or (lambda: user)
+    # The user's own stream carries their membership, token and user-row events:
+    # they trigger re-checks but are not the organization's, so they are not sent.
+    own = user_stream(user.pk)
+    stream: Stream = await hub.open({tenant, own})
     watched = access_tags(user)
     try:
         yield f"retry: {RETRY_MS}\n: connected\n\n".encode()
@@ -94,13 +112,13 @@ async def event_stream(user: Any, tenant: str, since: int | None) -> AsyncIterat
                 continue
             if event is None:
                 yield b": heartbeat\n\n"
-            elif int(event.id) > last:
+            elif event.tenant != own and int(event.id) > last:
                 yield event.sse
                 last = int(event.id)
             recheck = event is not None and watched.intersection(event.tags)
             if recheck or time.monotonic() > next_check:
                 next_check = time.monotonic() + conf["RECHECK_SECONDS"]
-                if not await database_sync_to_async(authorize_tenant)(user, tenant):
+                if not await database_sync_to_async(still_allowed)(reauthenticate, tenant):
                     yield b"event: forbidden\ndata: {}\n\n"
                     return
     finally:
@@ -129,7 +147,8 @@ async def events_view(request: HttpRequest) -> HttpResponse:
     except ReactiveError as exc:
         return error_response(exc)
     response = StreamingHttpResponse(
-        event_stream(user, tenant, since), content_type="text/event-stream"
+        event_stream(user, tenant, since, identity.for_request(request)),
+        content_type="text/event-stream",
     )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"

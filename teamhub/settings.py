@@ -171,7 +171,11 @@ REACTIVE = {
     "LOG_MAXLEN": int(os.environ.get("REACTIVE_LOG_MAXLEN", "10000")),
     "DEFAULT_TTL": 3600,
     "AUTHORIZE_TENANT": "agency.access.can_follow",
-    "ACCESS_TAGS": ["agency.membership:user_id={user}", "agency.user:id={user}"],
+    "ACCESS_TAGS": [
+        "agency.membership:user_id={user}",
+        "agency.user:id={user}",
+        "agency.apitoken:user_id={user}",
+    ],
     # The seed's relations: when an agent changes, organization queries by id
     # and message queries by sender and recipient are invalidated too. Models
     # not named here derive their relations from their foreign keys.

@@ -175,3 +175,22 @@ async def test_revoked_token_cannot_connect(alice):
     _, connected, code = await connect(token=raw)
     assert not connected and code == 4401
     await asyncio.sleep(0)
+
+
+async def test_revoked_token_closes_open_connection(alice, org_a):
+    row, raw = await sync_to_async(ApiToken.issue)(alice, "ws")
+    comm, connected, _ = await connect(token=raw)
+    assert connected
+    assert (await subscribe(comm, "a", "agents.getAll", organizationId=str(org_a.pk)))["type"]
+    await sync_to_async(row.revoke)()
+    closed = await comm.receive_output(WAIT)
+    assert closed == {"type": "websocket.close", "code": 4401}
+
+
+async def test_deactivated_user_connection_closes(alice, org_a):
+    comm, connected, _ = await connect(alice)
+    assert connected
+    alice.is_active = False
+    await sync_to_async(alice.save)()
+    closed = await comm.receive_output(WAIT)
+    assert closed == {"type": "websocket.close", "code": 4401}

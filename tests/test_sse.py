@@ -9,7 +9,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
-from agency.models import Agent, Membership
+from agency.models import Agent, ApiToken, Membership
 from reactive.log import get_log
 from reactive.models import ClientPosition
 from reactive.sse import event_stream
@@ -170,3 +170,46 @@ async def test_closed_streams_leave_nothing_behind(alice, org_a):
     for stream in streams:
         await stream.aclose()
     assert hub.connections == 0 and dict(hub.streams) == {}
+
+
+async def open_stream(client: AsyncClient, org, **headers):
+    response = await client.get("/api/events", {"organizationId": str(org.pk)}, headers=headers)
+    assert response.status_code == 200
+    stream = response.streaming_content
+    await next_frame(stream)
+    return stream
+
+
+async def assert_ends_forbidden(stream) -> None:
+    assert (await next_frame(stream, "forbidden"))["event"] == "forbidden"
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(stream.__anext__(), WAIT)
+
+
+@pytest.mark.asyncio
+async def test_revoked_token_ends_its_open_stream(alice, org_a):
+    row, raw = await sync_to_async(ApiToken.issue)(alice, "sse")
+    stream = await open_stream(AsyncClient(), org_a, Authorization=f"Bearer {raw}")
+    await sync_to_async(row.revoke)()
+    await assert_ends_forbidden(stream)
+
+
+@pytest.mark.asyncio
+async def test_deactivated_user_stream_ends(alice, org_a):
+    client = AsyncClient()
+    await sync_to_async(client.force_login)(alice)
+    stream = await open_stream(client, org_a)
+    alice.is_active = False
+    await sync_to_async(alice.save)()
+    await assert_ends_forbidden(stream)
+
+
+@pytest.mark.asyncio
+async def test_logged_out_session_stream_ends_at_next_check(alice, org_a, settings):
+    settings.REACTIVE = {**settings.REACTIVE, "RECHECK_SECONDS": 0}
+    client = AsyncClient()
+    await sync_to_async(client.force_login)(alice)
+    stream = await open_stream(client, org_a)
+    await client.post("/api/auth/logout")  # deletes the session from the store
+    await make_agent(org_a, "wakes the stream")  # any event makes it check again
+    await assert_ends_forbidden(stream)

@@ -1,0 +1,51 @@
+"""Who is still behind a long-lived stream: logout, revocation and deactivation end it.
+
+A stream authenticates once, when it opens. Whenever it re-checks its
+authorization it also asks its *re-authenticator* for the caller's user as of
+now: ``None`` ends the stream. A project's token authentication sets its own
+re-authenticator on the request (``request.reactive_reauthenticate``) or the
+ASGI scope (``scope["reactive_reauthenticate"]``); otherwise the caller's
+session is read again from the session store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from importlib import import_module
+from types import SimpleNamespace
+from typing import Any
+
+from django.conf import settings
+from django.contrib import auth
+
+ATTRIBUTE = "reactive_reauthenticate"
+
+Reauthenticator = Callable[[], Any]
+
+
+def session_user(session_key: str | None) -> Any:
+    """The active user a stored session belongs to now, or None (logged out, expired, inactive)."""
+    if not session_key:
+        return None
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    # get_user also verifies the session's auth hash, so a password change ends the stream.
+    user = auth.get_user(SimpleNamespace(session=store))
+    return user if user.is_authenticated and user.is_active else None
+
+
+def for_request(request: Any) -> Reauthenticator:
+    """The re-authenticator of an HTTP request (SSE)."""
+    custom = getattr(request, ATTRIBUTE, None)
+    if custom is not None:
+        return custom
+    key = getattr(getattr(request, "session", None), "session_key", None)
+    return lambda: session_user(key)
+
+
+def for_scope(scope: Mapping[str, Any]) -> Reauthenticator:
+    """The re-authenticator of an ASGI scope (WebSocket)."""
+    custom = scope.get(ATTRIBUTE)
+    if custom is not None:
+        return custom
+    key = getattr(scope.get("session"), "session_key", None)
+    return lambda: session_user(key)
