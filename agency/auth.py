@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from datetime import datetime, timedelta
 from functools import partial
 from uuid import UUID
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.cache import cache
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from reactive import identity
+from reactive import identity, inline
 from reactive.cache import cached
 from reactive.errors import NotAuthenticated, ReactiveError
 from reactive.http import error_response
@@ -23,6 +25,9 @@ from .models import ApiToken, User, hash_token
 LAST_USED_EVERY = timedelta(minutes=1)  # last_used_at is written at most this often
 LOGIN_FAILURES = 10  # failed logins per username and address ...
 LOGIN_WINDOW = 300  # ... within this many seconds lock further tries out
+# What ApiToken.issue makes: anything else is refused before the cache or the
+# database is asked, so garbage tokens cannot fill the cache with misses.
+TOKEN_FORMAT = re.compile(re.escape(ApiToken.PREFIX) + r"[A-Za-z0-9_-]{20,100}")
 
 
 def user_for_token(raw: str) -> User | None:
@@ -32,6 +37,8 @@ def user_for_token(raw: str) -> User | None:
     a revocation or a deactivated user takes effect at once without a query per
     request.
     """
+    if not TOKEN_FORMAT.fullmatch(raw):
+        return None
     digest = hash_token(raw)
     token = cached(f"apitoken:{digest}", [table_tag(ApiToken)], lambda: _token_row(digest))
     if token is None:
@@ -133,7 +140,7 @@ class ApiTokenMiddleware:
     async def __acall__(self, request: HttpRequest):
         raw = bearer(request.headers)
         if raw is not None:
-            failure = self.authenticate(request, raw, await sync_to_async(user_for_token)(raw))
+            failure = self.authenticate(request, raw, await inline.call(user_for_token, raw))
             if failure is not None:
                 return failure
         return await self.get_response(request)
@@ -157,7 +164,9 @@ class Throttled(ReactiveError):
 
 
 def _throttle_key(request: HttpRequest, username: str) -> str:
-    return f"login-failures:{request.META.get('REMOTE_ADDR', '')}:{username.lower()[:150]}"
+    # Hashed: a username may hold spaces or control characters no cache key may.
+    who = f"{request.META.get('REMOTE_ADDR', '')}\n{username.lower()[:150]}"
+    return "login-failures:" + hashlib.sha256(who.encode("utf-8", "replace")).hexdigest()
 
 
 def check_login_allowed(request: HttpRequest, username: str) -> None:
@@ -195,7 +204,8 @@ class WebSocketTokenAuth:
         headers = {k.decode("latin-1").title(): v.decode("latin-1") for k, v in scope["headers"]}
         raw = bearer(headers)
         if raw is None:
-            raw = parse_qs(scope.get("query_string", b"").decode()).get("token", [None])[0]
+            query = scope.get("query_string", b"").decode("latin-1")  # bytes of any kind
+            raw = parse_qs(query).get("token", [None])[0]
         if raw:
             user = await database_sync_to_async(user_for_token)(raw)
             scope = {

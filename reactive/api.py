@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI, Router
 from pydantic import TypeAdapter
 
-from .errors import NotFound
+from . import inline
+from .errors import NotFound, ReactiveError
 from .functions import ReactiveFunction, Registry
-from .http import error_response, json_body, query_input, run
+from .http import check_csrf, error_response, json_body, query_input, run
 
 REF = "#/components/schemas/{model}"
 ERROR_SCHEMA = {
@@ -112,17 +114,27 @@ def _openapi(api: ReactiveAPI, fn: ReactiveFunction, method: str) -> dict[str, A
     return extra
 
 
+def _answer(fn: ReactiveFunction, request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        return run(fn, request, lambda: query_input(request, fn))
+    return run(fn, request, lambda: json_body(request))
+
+
 def _view(fn: ReactiveFunction):
-    def view(request: HttpRequest) -> HttpResponse:
-        if request.method == "GET":
-            return run(fn, request, lambda: query_input(request, fn))
-        return run(fn, request, lambda: json_body(request))
+    async def view(request: HttpRequest) -> HttpResponse:
+        if fn.kind == "query":  # a cache hit is answered on the event loop
+            return await inline.call(_answer, fn, request)
+        return await sync_to_async(_answer)(fn, request)
 
     view.__name__ = fn.name.replace(".", "_")
     return view
 
 
 def _unknown(request: HttpRequest, name: str) -> HttpResponse:
+    try:
+        check_csrf(request)  # like every unsafe route: a forged POST learns nothing, not even 404
+    except ReactiveError as exc:
+        return error_response(exc)
     return error_response(NotFound(f"No reactive function named {name!r}."))
 
 

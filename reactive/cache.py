@@ -24,6 +24,7 @@ from typing import Any
 from django.core.cache import caches
 
 from .conf import reactive_settings
+from .inline import HITS_ONLY, CacheMiss, CacheUnavailable
 
 logger = logging.getLogger("reactive")
 
@@ -144,6 +145,8 @@ class ReactiveCache:
                 raise ConnectionError("tag versions from a failed write are not bumped yet")
             got = self.backend.get_many([key, *vkeys])
         except Exception:
+            if HITS_ONLY.get():
+                raise CacheUnavailable() from None
             logger.warning("reactive: cache unavailable, computing %s", key, exc_info=True)
             data = compute()
             return Lookup(dumps(data), _safe(position), hit=False, _data=data)
@@ -151,6 +154,8 @@ class ReactiveCache:
         current = [got.get(vk) for vk in vkeys]
         if entry is not None and None not in current and entry["v"] == current:
             return Lookup(entry["j"], entry["c"], hit=True)
+        if HITS_ONLY.get():
+            raise CacheMiss()
         versions = self._ensure(vkeys, current)
         cursor = _safe(position)  # read before the handler, like the versions
         data, text = self.flights.run((key, tuple(versions)), lambda: _computed(compute))

@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from django.conf import settings
-from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
+from django.core.exceptions import (
+    ObjectDoesNotExist,
+    PermissionDenied,
+    SynchronousOnlyOperation,
+    ValidationError,
+)
 from django.db import transaction
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError
@@ -38,6 +43,7 @@ from .errors import (
     field_errors,
     pydantic_errors,
 )
+from .inline import CacheMiss
 from .log import get_log
 from .schema import NoInput
 from .tags import TagTemplate, dependency_tags
@@ -188,6 +194,8 @@ class ReactiveFunction:
         except ValidationError as exc:
             errors = field_errors(exc.message_dict) if hasattr(exc, "error_dict") else None
             raise InvalidInput(" ".join(exc.messages), errors=errors) from None
+        except (CacheMiss, SynchronousOnlyOperation):
+            raise  # an inline attempt (inline.py) that must run in a thread: not an error
         except Exception:
             metrics.record_error(self.name)
             raise

@@ -7,11 +7,13 @@ admin and the staff endpoint see the totals of every worker.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections import defaultdict
 
+from channels.db import database_sync_to_async
 from django.db import transaction
 from django.db.models import F
 
@@ -24,6 +26,7 @@ _lock = threading.Lock()
 _pending: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(_FIELDS, 0))
 _totals: dict[str, float] = defaultdict(float)  # this process, since start
 _last_flush = time.monotonic()
+_flushing = False  # a flush scheduled from the event loop is under way
 
 
 def record_call(name: str, *, hit: bool, stale: bool = False, ms: float = 0.0) -> None:
@@ -62,8 +65,26 @@ def discard_pending() -> None:
 
 
 def _maybe_flush() -> None:
-    if time.monotonic() - _last_flush >= reactive_settings()["METRICS_FLUSH_SECONDS"]:
+    global _flushing
+    if time.monotonic() - _last_flush < reactive_settings()["METRICS_FLUSH_SECONDS"]:
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
         flush()
+        return
+    # Counted on the event loop (an inline cache hit): the database is a thread away.
+    if not _flushing:
+        _flushing = True
+        loop.create_task(_flush_in_thread())
+
+
+async def _flush_in_thread() -> None:
+    global _flushing
+    try:
+        await database_sync_to_async(flush)()
+    finally:
+        _flushing = False
 
 
 def flush() -> None:
