@@ -13,7 +13,13 @@ from ninja import Router
 from pydantic import BaseModel, Field
 
 from reactive import metrics
-from reactive.errors import Forbidden, InvalidInput, NotAuthenticated, ReactiveError
+from reactive.errors import (
+    Forbidden,
+    InvalidInput,
+    MethodNotAllowed,
+    NotAuthenticated,
+    ReactiveError,
+)
 from reactive.functions import registry
 from reactive.http import check_csrf, error_response, json_body, json_response, query_input, run
 from reactive.models import ClientPosition
@@ -139,9 +145,10 @@ def _collection(resource: str):
 def _item(resource: str):
     def view(request: HttpRequest, item_id: str) -> HttpResponse:
         if request.method == "GET":
-            return run(
-                registry[f"{resource}.getOne"], request, lambda: {"id": item_id}, envelope=False
-            )
+            get_one = registry.get(f"{resource}.getOne")
+            if get_one is None:  # a route declared before its function: refused, not a 500
+                return error_response(MethodNotAllowed(f"No {resource}.getOne function."))
+            return run(get_one, request, lambda: {"id": item_id}, envelope=False)
         if request.method == "PATCH":
             return run(
                 registry[f"{resource}.update"],

@@ -49,6 +49,12 @@ class NotFound(ReactiveError):
     status, code, default_message = 404, "not_found", "Not found."
 
 
+class MethodNotAllowed(ReactiveError):
+    """The route does not answer this method."""
+
+    status, code, default_message = 405, "method_not_allowed", "Method not allowed."
+
+
 class Conflict(ReactiveError):
     """The write conflicts with existing data (a unique name taken)."""
 

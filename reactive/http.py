@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -93,6 +94,74 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
+def _nul_path(value: Any) -> str | None:
+    """The dotted path of the first string (or key) holding a NUL character, if any.
+
+    PostgreSQL cannot store NUL in text or JSON, so such input would fail at the
+    database (a 500) in services mode and be stored in embedded mode: rejected
+    up front in both.
+    """
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return path or "__root__"
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                name = f"{path}.{key}" if path else str(key)
+                if "\x00" in str(key):
+                    return name.replace("\x00", "\\0")
+                stack.append((sub, name))
+        elif isinstance(item, list):
+            stack += [(sub, f"{path}.{i}" if path else str(i)) for i, sub in enumerate(item)]
+    return None
+
+
+class _NotFinite(ValueError):
+    """A JSON number too large for a float (1e400), which no database stores."""
+
+
+def _constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")  # Python's json accepts NaN and Infinity
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(text)
+    return value
+
+
+def _reject_nul(path: str) -> InvalidInput:
+    return InvalidInput(errors=[{"field": path, "message": "NUL characters are not allowed."}])
+
+
+def parse_json(raw: str | bytes) -> Any:
+    """JSON text as Python values, strictly; for every JSON a client sends.
+
+    400 (BadRequest) for what is not JSON, NaN and Infinity included; 422
+    (InvalidInput) for a number no float holds (1e400), nesting deeper than
+    MAX_JSON_DEPTH (thousands of levels included: no RecursionError), and NUL
+    characters anywhere.
+    """
+    try:
+        value = json.loads(raw, parse_constant=_constant, parse_float=_finite)
+    except _NotFinite:
+        raise InvalidInput("A number is out of range.") from None
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("The body is not valid JSON.") from None
+    except RecursionError:  # thousands of nested brackets: deeper than any input allows
+        raise InvalidInput(f"JSON nested deeper than {MAX_JSON_DEPTH} levels.") from None
+    if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise InvalidInput(f"JSON nested deeper than {MAX_JSON_DEPTH} levels.")
+    if (b"\\u0000" if isinstance(raw, bytes) else "\\u0000") in raw:  # NUL comes escaped
+        path = _nul_path(value)
+        if path is not None:
+            raise _reject_nul(path)
+    return value
+
+
 def json_body(request: HttpRequest) -> dict[str, Any]:
     """The request's JSON object body ({} when empty); 400/413/422 on anything else."""
     try:
@@ -103,17 +172,12 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
         raise BadRequest() from None
     if not raw:
         return {}  # no body at all means no input; whitespace alone is malformed JSON
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("The body is not valid JSON.") from None
+    body = parse_json(raw)
     if not isinstance(body, dict):
         raise InvalidInput(
             "The body must be a JSON object.",
             errors=[{"field": "__root__", "message": "Expected a JSON object."}],
         )
-    if _depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
-        raise InvalidInput(f"JSON nested deeper than {MAX_JSON_DEPTH} levels.")
     return body
 
 
@@ -127,6 +191,8 @@ def query_input(request: HttpRequest, fn: ReactiveFunction) -> dict[str, Any]:
         )
         is_list = field is not None and "list" in str(field.annotation)
         out[key] = values if is_list else values[-1]
+        if any("\x00" in v for v in values) or "\x00" in key:
+            raise _reject_nul(key.replace("\x00", "\\0"))
     return out
 
 

@@ -36,7 +36,10 @@ class OriginCheck:
         trusted = {o.rstrip("/") for o in getattr(settings, "CSRF_TRUSTED_ORIGINS", [])}
         if origin.rstrip("/") in trusted:
             return True
-        host = urlsplit(origin).hostname or ""
+        try:
+            host = urlsplit(origin).hostname or ""
+        except ValueError:  # not a URL at all ("http://[bad"): not an allowed origin
+            return False
         hosts = list(settings.ALLOWED_HOSTS)
         if settings.DEBUG and not hosts:
             hosts = [".localhost", "127.0.0.1", "[::1]"]

@@ -9,7 +9,7 @@ from agency.routes import auth_router, rest_router
 from reactive.api import ReactiveAPI, build_router
 from reactive.errors import InvalidInput, ReactiveError, pydantic_errors
 from reactive.functions import registry
-from reactive.http import BadRequest, error_response
+from reactive.http import BadRequest, CsrfFailed, error_response
 
 logger = logging.getLogger("teamhub")
 
@@ -53,3 +53,17 @@ def http_error(request, exc):
     error = ReactiveError(str(exc))
     error.status = exc.status_code
     return error_response(error)
+
+
+def csrf_failure(request, reason: str = ""):
+    """CSRF_FAILURE_VIEW: the API's JSON error under /api/, Django's page elsewhere.
+
+    Django's middleware refuses unsafe requests to the API's plain Django views
+    (the event stream) before they run; their clients read JSON like the rest
+    of the API.
+    """
+    if request.path.startswith("/api/"):
+        return error_response(CsrfFailed())
+    from django.views.csrf import csrf_failure as page
+
+    return page(request, reason)

@@ -10,7 +10,7 @@ Django's own (so system checks, and WSGI, see nothing different).
 
 from __future__ import annotations
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
@@ -53,3 +53,121 @@ def install() -> None:
     """Run the stock middleware's hooks inline in async mode (idempotent)."""
     for cls in INLINE:
         cls.__acall__ = _inline_acall
+
+
+# --- request body limits ----------------------------------------------------------------------
+
+
+def body_limit() -> int | None:
+    """The largest request body accepted, in bytes (``REQUEST_BODY_MAX_SIZE``, default 1 MiB)."""
+    return getattr(settings, "REQUEST_BODY_MAX_SIZE", settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+
+
+def _too_large() -> HttpResponse:
+    from reactive.http import TooLarge, error_response
+
+    return error_response(TooLarge())
+
+
+class RequestSizeLimit:
+    """413 for a request whose declared body is over the limit, before anything reads it.
+
+    Without it, a form page answers such a request with Django's 400 page (the
+    API's JSON views already answer 413). Async-capable: no thread hop under ASGI.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        return self.refuse(request) or self.get_response(request)
+
+    async def __acall__(self, request: HttpRequest):
+        return self.refuse(request) or await self.get_response(request)
+
+    @staticmethod
+    def refuse(request: HttpRequest) -> HttpResponse | None:
+        limit = body_limit()
+        declared = request.META.get("CONTENT_LENGTH") or ""
+        if limit is not None and declared.isdigit() and int(declared) > limit:
+            return _too_large()
+        return None
+
+
+class BodyLimit:
+    """ASGI wrapper: refuse an HTTP body over the limit before Django spools all of it.
+
+    Django's ASGI handler reads the whole body (into memory, then a temporary
+    file) before any middleware runs, and uvicorn sets no limit: one request
+    declaring 10 GB, or sending chunks forever, would fill the disk. A declared
+    length over the limit is answered 413 at once; a body without a length
+    (chunked) is counted as it arrives and cut off at the limit.
+    Wrap the HTTP application: ``ProtocolTypeRouter({"http": BodyLimit(django_asgi), ...})``.
+    """
+
+    def __init__(self, app, limit: int | None = None):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        limit = self.limit if self.limit is not None else body_limit()
+        if scope["type"] != "http" or limit is None:
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or ())
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            # The server frames the body by this length, so it is all there is to check.
+            if declared.isdigit() and int(declared) > limit:
+                return await self.refuse(send)
+            return await self.app(scope, receive, send)
+        if b"transfer-encoding" not in headers and scope.get("method") in ("GET", "HEAD"):
+            return await self.app(scope, receive, send)  # no body: nothing to count
+        received = 0
+        exceeded = started = False
+
+        async def counted_receive():
+            nonlocal received, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    exceeded = True  # Django stops reading (RequestAborted) and answers nothing
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def watched_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, counted_receive, watched_send)
+        if exceeded and not started:
+            await self.refuse(send)
+        return None
+
+    @staticmethod
+    async def refuse(send) -> None:
+        response = _too_large()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(response.content)).encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": response.content})
