@@ -138,7 +138,14 @@ def _apply(obj: Any, fields: dict[str, Any]) -> None:
 
 
 def _set_tools(agent: Agent, tool_ids: list) -> None:
-    tools = list(Tool.objects.filter(id__in=tool_ids, organization_id=agent.organization_id))
+    # Locked (in primary-key order), so a tool deleted concurrently is either
+    # gone here (422) or deleted after this commits, never under the new link
+    # (which would fail the deferred foreign key at commit: a 500).
+    tools = list(
+        Tool.objects.select_for_update()
+        .filter(id__in=tool_ids, organization_id=agent.organization_id)
+        .order_by("pk")
+    )
     if len(tools) != len(set(tool_ids)):
         raise InvalidInput(
             errors=[{"field": "toolIds", "message": "Unknown tool of this organization."}]
@@ -273,11 +280,22 @@ def get_messages(ctx: Context, inp: s.MessagesQuery) -> list[dict]:
 @mutation("messages.create", input=s.MessageCreate, output=s.MessageOut, access=member_of())
 def create_message(ctx: Context, inp: s.MessageCreate) -> dict:
     """Post a message from one of the organization's agents."""
-    org_agents = Agent.objects.filter(organization_id=inp.organization_id)
+    # The agents are locked (in primary-key order) until the message commits: an
+    # agent deleted or moved concurrently is refused here (422) instead of
+    # failing the deferred foreign key at commit (a 500).
+    found = set(
+        Agent.objects.select_for_update()
+        .filter(
+            organization_id=inp.organization_id,
+            id__in=[a for a in (inp.from_agent_id, inp.to_agent_id) if a],
+        )
+        .order_by("pk")
+        .values_list("id", flat=True)
+    )
     errors = []
-    if not org_agents.filter(id=inp.from_agent_id).exists():
+    if inp.from_agent_id not in found:
         errors.append({"field": "fromAgentId", "message": "No such agent in this organization."})
-    if inp.to_agent_id and not org_agents.filter(id=inp.to_agent_id).exists():
+    if inp.to_agent_id and inp.to_agent_id not in found:
         errors.append({"field": "toAgentId", "message": "No such agent in this organization."})
     message_type = None
     if inp.message_type:
