@@ -834,7 +834,7 @@ async def test_subscribe_with_wrong_types_for_every_field(target, tally, setting
 async def test_deeply_nested_websocket_frame_gets_an_error(target, tally):
     comm = await ws(target["user"])
     await comm.send_to(text_data="[" * 30_000 + "]" * 30_000)
-    reply = await comm.receive_json_from(WAIT)
+    reply = await comm.receive_json_from(2)  # the consumer answers at once, or has died
     assert reply["type"] == "error" and reply["status"] in (400, 422)
     await still_answers(comm)
     await comm.disconnect()

@@ -471,16 +471,16 @@ def test_every_unsafe_route_needs_the_csrf_token():
     world = make_world(user, "A")
     admin = admin_objects(world)
     refused = worked = 0
+    session = client_for(user)  # a refused request changes nothing, the session included
     for route, pattern in sorted(routes.items()):
         if route in CSRF_EXEMPT:
             continue
         served = ninja_methods(pattern)
         exempt_view = getattr(pattern.callback, "csrf_exempt", False)
         path = concrete(route, route_values(route, world, admin))
-        clients = {method: client_for(user) for method in UNSAFE}  # logins write last_login
         before = snapshot()
         for method in UNSAFE:
-            resp = send(clients[method], method, path, form_data(route, world), csrf=False)
+            resp = send(session, method, path, form_data(route, world), csrf=False)
             if served is not None and method not in served:
                 assert resp.status_code in (403, 405), (method, path, resp.status_code)
                 continue
@@ -492,10 +492,14 @@ def test_every_unsafe_route_needs_the_csrf_token():
             refused += 1
         assert changed(before, snapshot()) == [], f"{route}: a refused request changed data"
 
-        for method in UNSAFE:
-            client = client_for(user)
-            fresh = make_world(user, "A") if not route.startswith("admin/") else world
+        # With the token. Admin pages answer PUT/PATCH/DELETE like GET: POST is enough there.
+        for method in ("POST",) if route.startswith("admin/") else UNSAFE:
+            if served is not None and method not in served:
+                continue
+            writes = (method, route) in MUST_WORK or ninja_function(route) is not None
+            fresh = make_world(user, "A") if writes else world
             path = concrete(route, route_values(route, fresh, admin))
+            client = client_for(user) if "log" in route else session  # login/logout: own session
             resp = send(client, method, path, form_data(route, fresh), csrf=True)
             assert not is_csrf_refusal(resp) and resp.status_code < 500, (
                 method,
@@ -505,7 +509,7 @@ def test_every_unsafe_route_needs_the_csrf_token():
             )
             expected = MUST_WORK.get((method, route))
             fn = ninja_function(route)
-            if fn is not None and method == "POST" and fn.name in registry:
+            if fn is not None and method == "POST":
                 expected = 200
             if expected is not None:
                 assert resp.status_code == expected, (method, path, resp.content[:300])
@@ -524,6 +528,20 @@ def test_bearer_token_and_session_together_use_the_token_only(alice, org_a):
         HTTP_AUTHORIZATION="Bearer thk_" + "x" * 43,
     )
     assert resp.status_code == 401 and not Agent.objects.exists()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="agency/functions.py has no tools.getOne query, so GET /api/tools/<id> (a REST "
+    "route of the contract) answers 405 (it was a KeyError 500); add it like agents.getOne: "
+    "input ById, output ToolOut, dependencies ['agency.tool:id={id}', 'agency.tooltype'], "
+    "check=result_member, tenant=lambda ctx, inp, data: data['organizationId']",
+)
+def test_rest_tool_item_is_readable(alice, bob, org_a):
+    tool = Tool.objects.create(organization=org_a, name="readable")
+    assert client_for(bob).get(f"/api/tools/{tool.pk}").status_code == 403
+    resp = client_for(alice).get(f"/api/tools/{tool.pk}")
+    assert resp.status_code == 200 and resp.json()["name"] == "readable"
 
 
 # --- (b) WebSocket origins ----------------------------------------------------------------------
@@ -957,9 +975,15 @@ async def test_no_stream_subscription_to_another_organization(worlds):
 
 @pytest.mark.asyncio
 @pytest.mark.usefixtures("hub")
-async def test_writes_in_another_organization_reach_no_stream(worlds):
+@pytest.mark.parametrize("writes", ["plain", "links"])
+async def test_writes_in_another_organization_reach_no_stream(worlds, writes):
     """A member of A follows every query of A (WebSocket) and A's events (SSE); every
-    mutation runs in B; then one write in A. Only that write reaches A's streams."""
+    mutation runs in B; then one write in A. Only that write reaches A's streams.
+
+    "plain" writes no many-to-many links and deletes nothing; "links" also links
+    agents to tools and deletes (cascading to the links). The links' table has no
+    organization column: its rows must still go to the organization of the rows
+    they link, never to the global stream every client follows."""
     from teamhub.asgi import application
 
     a, b = worlds
@@ -995,13 +1019,16 @@ async def test_writes_in_another_organization_reach_no_stream(worlds):
         for fn in sorted(registry.values(), key=lambda f: f.name):
             if fn.kind != "mutation" or fn.name.endswith(".delete"):
                 continue
+            body = build_input(fn, b["ids"])
+            if writes == "plain":
+                body = {k: v for k, v in body.items() if not isinstance(v, list)}
             try:
-                fn.execute(build_input(fn, b["ids"]), user=b["owner"])
+                fn.execute(body, user=b["owner"])
                 count += 1
             except Exception as exc:  # a write B's owner may not make is no event either
                 print(f"{fn.name} in B: {exc!r}")
         for fn in registry.values():
-            if fn.kind == "mutation" and fn.name.endswith(".delete"):
+            if writes == "links" and fn.kind == "mutation" and fn.name.endswith(".delete"):
                 fn.execute(build_input(fn, b["ids"]), user=b["owner"])
                 count += 1
         return count
