@@ -1,7 +1,14 @@
-"""A throwaway TeamHub server for benchmarks: fresh database, one org, one token, uvicorn."""
+"""A throwaway TeamHub server for benchmarks: fresh database, one org, one token.
+
+uvicorn (``--workers N`` processes sharing one listening socket: whichever
+worker wakes first accepts the connections waiting; or, with ``reuse_port``, N
+single-process uvicorns on their own SO_REUSEPORT sockets, see reuseport.py) or
+daphne (one process: daphne has no workers option).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -16,6 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 from urllib.request import urlopen
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import drop_redis_prefix  # noqa: E402
 
 SETUP = """
 import json
@@ -37,11 +46,49 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+SERVERS = ("uvicorn", "uvicorn-reuseport", "daphne")
+
+
+def server_configs(servers: list[str], workers: list[int]) -> list[tuple[str, int]]:
+    """The (server, workers) pairs to measure, in order, without duplicates.
+
+    daphne runs as one process, so it is measured at 1 worker whatever the list;
+    uvicorn-reuseport at 1 worker is uvicorn at 1 worker, measured once when both are asked.
+    """
+    out: list[tuple[str, int]] = []
+    for server in servers:
+        for n in workers:
+            if server == "daphne":
+                n = 1
+            if server == "uvicorn-reuseport" and n == 1 and "uvicorn" in servers:
+                server_n = ("uvicorn", 1)
+            else:
+                server_n = (server, n)
+            if server_n not in out:
+                out.append(server_n)
+    return out
+
+
+def bench_server(name: str, workers: int) -> BenchServer:
+    """A BenchServer for a configuration named as in SERVERS."""
+    if name == "uvicorn-reuseport":
+        return BenchServer(workers=workers, server="uvicorn", reuse_port=True)
+    return BenchServer(workers=workers, server=name)
+
+
 class BenchServer:
     """Context manager: `with BenchServer(workers=1) as srv: srv.url, srv.token, srv.org`."""
 
-    def __init__(self, workers: int = 1, agents: int = 50, server: str = "uvicorn"):
+    def __init__(
+        self, workers: int = 1, agents: int = 50, server: str = "uvicorn", reuse_port: bool = False
+    ):
+        if server not in ("uvicorn", "daphne"):
+            raise ValueError(f"unknown server {server!r}")
+        if server == "daphne" and workers != 1:
+            raise ValueError("daphne runs as one process: --workers applies to uvicorn only")
         self.workers, self.agents, self.server = workers, agents, server
+        self.reuse_port = reuse_port and server == "uvicorn"
+        self.procs: list[subprocess.Popen] = []
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tmp = Path(tempfile.mkdtemp(prefix="teamhub-bench-"))
@@ -66,6 +113,14 @@ class BenchServer:
             self.env["CACHE_KEY_PREFIX"] = self.db_name
         else:
             self.env["SQLITE_PATH"] = str(self.tmp / "bench.sqlite3")
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__()  # stop what started and drop the database
+            raise
+        return self
+
+    def _start(self) -> None:
         py = sys.executable
         subprocess.run([py, "manage.py", "migrate", "-v0"], cwd=ROOT, env=self.env, check=True)
         out = subprocess.run(
@@ -87,6 +142,8 @@ class BenchServer:
                 "127.0.0.1",
                 "-p",
                 str(self.port),
+                "-v",
+                "0",  # verbosity 1 (the default) writes an access log line per request
                 "teamhub.asgi:application",
             ]
         else:
@@ -108,31 +165,112 @@ class BenchServer:
                 "--workers",
                 str(self.workers),
             ]
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=self.env,
-            start_new_session=True,
-            stdout=(self.tmp / "server.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+        log = (self.tmp / "server.log").open("wb")
+        if self.reuse_port:
+            cmd = [py, str(ROOT / "bench" / "reuseport.py"), str(self.port)]
+            for _ in range(self.workers):  # one process group: the first's (same session)
+                self.procs.append(
+                    subprocess.Popen(
+                        cmd,
+                        cwd=ROOT,
+                        env=self.env,
+                        process_group=self.procs[0].pid if self.procs else 0,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        else:
+            self.procs.append(
+                subprocess.Popen(
+                    cmd,
+                    cwd=ROOT,
+                    env=self.env,
+                    start_new_session=True,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        self.proc = self.procs[0]
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
+            if any(p.poll() is not None for p in self.procs):
+                break
             try:
                 urlopen(self.url + "/api/auth/me", timeout=1)
             except Exception as exc:
-                if getattr(exc, "code", None) == 401:
-                    return self
+                if getattr(exc, "code", None) == 401 and self.listeners() >= len(self.procs):
+                    self._settle(deadline)
+                    return
                 time.sleep(0.2)
         raise RuntimeError("bench server did not start: " + (self.tmp / "server.log").read_text())
 
+    def _settle(self, deadline: float) -> None:
+        """With several workers, give the others the time the first took to load.
+
+        One worker answering does not mean all do: connections opened now would
+        all land on the ready ones. Wait for every worker process, then a little.
+        """
+        if self.workers == 1:
+            return
+        expected = self.workers + (0 if self.reuse_port else 1)  # uvicorn's supervisor
+        while time.monotonic() < deadline and len(self.pids()) < expected:
+            time.sleep(0.2)
+        time.sleep(2)
+
+    @property
+    def name(self) -> str:
+        """The configuration's name in reports: uvicorn, uvicorn-reuseport or daphne."""
+        return "uvicorn-reuseport" if self.reuse_port else self.server
+
+    def _sockets(self, state: str) -> set[str]:
+        """Inodes of the TCP sockets on the server's port in `state` (01 established, 0A listen)."""
+        port = f":{self.port:04X}"
+        inodes: set[str] = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                lines = Path(table).read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                if fields[1].endswith(port) and fields[3] == state:
+                    inodes.add(fields[9])
+        return inodes
+
+    def listeners(self) -> int:
+        return len(self._sockets("0A"))
+
+    def pids(self) -> list[int]:
+        """Every process of the server (uvicorn's supervisor and its workers)."""
+        out = subprocess.run(
+            ["pgrep", "-g", str(self.procs[0].pid)], capture_output=True, text=True
+        ).stdout.split()
+        return [int(pid) for pid in out]
+
+    def connections(self) -> dict[int, int]:
+        """Established client connections to the server's port, per server process."""
+        inodes = self._sockets("01")
+        counts = {}
+        for pid in self.pids():
+            n = 0
+            try:
+                for fd in Path(f"/proc/{pid}/fd").iterdir():
+                    try:
+                        link = os.readlink(fd)
+                    except OSError:
+                        continue
+                    if link.startswith("socket:[") and link[8:-1] in inodes:
+                        n += 1
+            except OSError:
+                continue
+            if n:
+                counts[pid] = n
+        return counts
+
     def rss_kb(self) -> int:
         """Resident memory of the server (all its processes), in KiB."""
-        pids = subprocess.run(
-            ["pgrep", "-g", str(os.getpgid(self.proc.pid))], capture_output=True, text=True
-        ).stdout.split()
         total = 0
-        for pid in pids:
+        for pid in self.pids():
             try:
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmRSS:"):
@@ -142,13 +280,21 @@ class BenchServer:
         return total
 
     def __exit__(self, *exc) -> None:
-        os.killpg(os.getpgid(self.proc.pid), signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(os.getpgid(self.proc.pid), signal.SIGKILL)
+        if self.procs:
+            group = self.procs[0].pid  # every process of the server is in this process group
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGTERM)
+            try:
+                for proc in self.procs:
+                    proc.wait(15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
+                for proc in self.procs:
+                    proc.wait(5)
         if self.db_name:
             import psycopg
 
             with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+            drop_redis_prefix(self.db_name)

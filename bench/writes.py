@@ -6,7 +6,7 @@ reactive layer's write capture installed and again with it removed, in one
 process on one database, alternating rounds so drift hits both alike. The
 ratio is reactive / plain; the target is under 1.3.
 
-    python bench/writes.py [--n 2000] [--rounds 5] [--report]
+    python bench/writes.py [--n 2000] [--rounds 5] [--report] [--json FILE]
 """
 
 from __future__ import annotations
@@ -18,14 +18,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import append_report, setup_django  # noqa: E402
+from common import append_report, command_line, save_json, setup_django  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--report", action="store_true")
+    parser.add_argument("--report", action="store_true", help="append to docs/benchmarks.md")
+    parser.add_argument("--json", help="write the raw results to this file")
     args = parser.parse_args()
     setup_django()
     from agency.models import Agent, Membership, Organization, User
@@ -63,12 +64,16 @@ def main() -> None:
         "|---|---:|---:|---:|\n"
         f"| agents.update | {r:.3f} | {p:.3f} | {r / p:.2f} |"
     )
+    command = command_line("writes.py")
     if args.report:
         append_report(
             "Write cost of capture and invalidation",
-            "python bench/writes.py " + " ".join(sys.argv[1:]),
+            command,
             f"Median of {args.rounds} rounds of {args.n} writes each.\n\n{table}",
         )
+    row = {"mutation": "agents.update", "with_capture_ms": r, "without_ms": p, "ratio": r / p}
+    row |= {"rounds_with_ms": reactive_ms, "rounds_without_ms": plain_ms}
+    save_json(args.json, "writes", command, [row])
 
 
 if __name__ == "__main__":
