@@ -33,5 +33,10 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
+## The benchmark suite of issue 7 (services mode: DATABASE_URL and REDIS_URL); see bench/README.md.
+bench: install
+	$(PY) -m pip install --quiet -e ".[bench]"
+	PYTHON=$(PY) bench/run_all.sh
+
 clean:
 	rm -rf $(VENV) data .pytest_cache
