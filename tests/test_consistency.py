@@ -614,6 +614,7 @@ def run_plan(plan) -> tuple[int, list[str], list[str], Counter]:
     return ops, problems, tally.crashes, tally.counts
 
 
+@pytest.mark.timeout(240)  # ~10-30 s; each plan's writers stop after RUN_SECONDS anyway
 def test_concurrent_writers_and_readers_leave_no_stale_cache():
     totals = Counter()
     failures: list[str] = []
@@ -635,6 +636,9 @@ def test_concurrent_writers_and_readers_leave_no_stale_cache():
         if problems or crashes:
             failures.append("\n".join([f"plan {plan}", *problems[:10], *crashes[:5]]))
 
+    known = {"organizations.getAll", "organizations.getOne", "agents.getAll", "agents.getOne"}
+    known |= {"tools.getAll", "messages.getAll"}
+    assert set(QUERIES) == known, "a new query: teach read_inputs() and all_reads() to call it"
     started = time.monotonic()
     run()
     record(
