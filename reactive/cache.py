@@ -6,6 +6,13 @@ unchanged. A writer replaces the tokens of the tags it touched after commit, so
 a reader that raced it stores an entry nobody will ever hit (no stale set). A
 hit is one ``get_many`` (one MGET on Redis). Any cache failure degrades to
 computing the result, never to an error.
+
+After a failure the cache is *repaired* before this process trusts it again:
+the bumps that failed are made, and the epoch (a version every entry also
+records) is bumped, because while the cache was unreachable other processes'
+bumps may have failed too, and such a process may die before it retries. A
+background thread repairs as soon as the cache answers, so an idle process
+does not leave its failed bumps pending (see docs/operations.md).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import json
 import logging
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -30,8 +38,63 @@ logger = logging.getLogger("reactive")
 
 VERSION_PREFIX = "rx:v:"
 ENTRY_PREFIX = "rx:e:"
+EPOCH_KEY = VERSION_PREFIX + "*epoch"  # every entry records it too; bumped after an outage
 _SPACE = re.compile(r"\s")
 FOLLOWER_WAIT = 30.0  # seconds a follower waits for the leader of a flight
+REPAIR_FIRST, REPAIR_MAX = 0.1, 0.5  # the repair thread's backoff, in seconds
+BYPASS_SECONDS = 2.0  # after a failure, requests skip the cache this long (repairs probe it)
+COMPLAIN_EVERY = 10.0  # seconds between two logged tracebacks of the same failure
+_complained: dict[str, float] = {}
+
+
+def complain(what: str, message: str, *args: Any, error: BaseException | None = None) -> None:
+    """Log a failure of `what` with its traceback at most every few seconds (debug otherwise).
+
+    An unreachable Redis fails every request: one traceback per request would
+    bury the log.
+    """
+    last = _complained.get(what, -COMPLAIN_EVERY)
+    loud = time.monotonic() - last > COMPLAIN_EVERY
+    if loud:
+        _complained[what] = time.monotonic()
+    exc_info = (error or True) if loud else False
+    logger.log(
+        logging.WARNING if loud else logging.DEBUG, "reactive: " + message, *args, exc_info=exc_info
+    )
+
+
+class Bypassed(ConnectionError):
+    """Not even tried: the server failed a moment ago (see :class:`Breaker`)."""
+
+
+class Breaker:
+    """After a slow failure, fail at once for a while instead of waiting on timeouts each time.
+
+    A partitioned Redis costs a socket timeout per operation, and under ASGI the
+    sync work of a request runs on one thread: without this, every request
+    during a partition would wait seconds. Once `seconds` pass, the next
+    operation tries again (and trips the breaker again if it fails). A failure
+    that came at once (connection refused) costs nothing to retry: it does not
+    trip the breaker.
+    """
+
+    SLOW = 0.2  # seconds: a failure that took longer was a timeout
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.until = 0.0
+
+    def check(self) -> None:
+        if self.until and time.monotonic() < self.until:
+            raise Bypassed("skipped: it failed a moment ago")
+
+    def trip(self, started: float) -> None:
+        """Note a failure of an operation begun at `started` (``time.monotonic()``)."""
+        if time.monotonic() - started > self.SLOW:
+            self.until = time.monotonic() + self.seconds
+
+    def reset(self) -> None:
+        self.until = 0.0
 
 
 def new_token() -> str:
@@ -125,6 +188,14 @@ class ReactiveCache:
         # that committed write once the cache is back.
         self.unbumped: set[str] = set()
         self.lock = threading.Lock()
+        # Failures seen, and how many of them a bump of the epoch has answered: while
+        # they differ this process trusts no entry (another's bump may have failed).
+        self.failures = 0
+        self.repaired = 0
+        # More to redo once the cache is repaired (the events whose append failed).
+        self.after_repair: list[Callable[[], bool]] = []
+        self.repairer: threading.Thread | None = None
+        self.breaker = Breaker(BYPASS_SECONDS)
 
     @property
     def backend(self):
@@ -139,15 +210,18 @@ class ReactiveCache:
         ttl: int | None = None,
     ) -> Lookup:
         """The cached result for `key` if its tags are unchanged, else compute and store it."""
-        vkeys = [version_key(t) for t in tags]
+        vkeys = [version_key(t) for t in tags] + [EPOCH_KEY]
+        started = time.monotonic()
         try:
-            if self.unbumped and not self.retry_bumps():
-                raise ConnectionError("tag versions from a failed write are not bumped yet")
+            self.breaker.check()
+            if self.needs_repair and not self.repair():
+                raise Bypassed("the cache is not repaired yet after a failure")
             got = self.backend.get_many([key, *vkeys])
-        except Exception:
+        except Exception as exc:
+            if not isinstance(exc, Bypassed):
+                self.failed(started, "cache unavailable, computing %s", key)
             if HITS_ONLY.get():
                 raise CacheUnavailable() from None
-            logger.warning("reactive: cache unavailable, computing %s", key, exc_info=True)
             data = compute()
             return Lookup(dumps(data), _safe(position), hit=False, _data=data)
         entry = got.get(key)
@@ -159,10 +233,11 @@ class ReactiveCache:
         versions = self._ensure(vkeys, current)
         cursor = _safe(position)  # read before the handler, like the versions
         data, text = self.flights.run((key, tuple(versions)), lambda: _computed(compute))
+        started = time.monotonic()
         try:
             self.backend.set(key, {"v": versions, "j": text, "c": cursor}, ttl)
         except Exception:
-            logger.warning("reactive: could not store %s", key, exc_info=True)
+            self.failed(started, "could not store %s", key)
         return Lookup(text, cursor, hit=False, stale=entry is not None, _data=data)
 
     def _ensure(self, vkeys: list[str], current: list[str | None]) -> list[str]:
@@ -170,43 +245,112 @@ class ReactiveCache:
         for i, token in enumerate(current):
             if token is None:
                 fresh = new_token()
+                started = time.monotonic()
                 try:
                     if self.backend.add(vkeys[i], fresh, None):
                         token = fresh
                     else:
                         token = self.backend.get(vkeys[i])
                 except Exception:
+                    self.failed(started, "could not create the version of %s", vkeys[i])
                     token = None
                 # Evicted again at once, or no cache: a token nobody holds
                 # makes the stored entry a future miss, never a wrong hit.
                 versions[i] = token or "!" + fresh
         return versions
 
-    def bump(self, tags: Iterable[str]) -> None:
-        """Give each tag a new version, so every entry that read the old one misses."""
+    def bump(self, tags: Iterable[str]) -> bool:
+        """Give each tag a new version, so every entry that read the old one misses.
+
+        False when the cache failed: the tags stay pending, this process bypasses
+        the cache, and the repair thread bumps them as soon as it answers.
+        """
         tags = set(tags)
         with self.lock:
             tags |= self.unbumped
+        if not tags:
+            return True
+        started = time.monotonic()
         try:
+            self.breaker.check()
             self.backend.set_many({version_key(t): new_token() for t in tags}, None)
-        except Exception:
-            logger.error(
-                "reactive: could not bump tag versions; bypassing the cache until they are",
-                exc_info=True,
-            )
+        except Exception as exc:
             with self.lock:
                 self.unbumped |= tags
-            return
+            if isinstance(exc, Bypassed):
+                self.start_repairs()
+            else:
+                self.failed(
+                    started,
+                    "could not bump %d tag versions; bypassing the cache until they are",
+                    len(tags),
+                )
+            return False
         with self.lock:
             self.unbumped -= tags
+        return True
 
-    def retry_bumps(self) -> bool:
-        """Bump what failed earlier; True once nothing is left pending."""
+    @property
+    def needs_repair(self) -> bool:
+        return bool(self.unbumped) or self.failures != self.repaired
+
+    def failed(self, started: float, message: str, *args: Any) -> None:
+        """Note a cache failure (of an operation begun at `started`): repair it once it answers."""
         with self.lock:
-            pending = set(self.unbumped)
-        if pending:
-            self.bump(pending)
-        return not self.unbumped
+            self.failures += 1
+        self.breaker.trip(started)
+        complain("cache", message, *args)
+        self.start_repairs()
+
+    def repair(self) -> bool:
+        """After failures: bump what failed, then the epoch; True once nothing is left to do.
+
+        It ignores the breaker: it is what finds out that the cache is back.
+        """
+        with self.lock:
+            pending, seen = set(self.unbumped), self.failures
+        started = time.monotonic()
+        try:
+            if pending:
+                self.backend.set_many({version_key(t): new_token() for t in pending}, None)
+            if seen != self.repaired:
+                self.backend.set(EPOCH_KEY, new_token(), None)
+        except Exception:
+            self.failed(started, "cache still unavailable")
+            return False
+        with self.lock:
+            self.unbumped -= pending
+            self.repaired = max(self.repaired, seen)
+        self.breaker.reset()
+        return not self.needs_repair
+
+    retry_bumps = repair  # its former name
+
+    def start_repairs(self) -> None:
+        """Run the repair thread unless it runs already."""
+        with self.lock:
+            if self.repairer is not None:  # set back to None by the thread, under the lock
+                return
+            self.repairer = threading.Thread(
+                target=self._repair_loop, name="reactive-cache-repair", daemon=True
+            )
+            self.repairer.start()
+
+    def _repair_loop(self) -> None:
+        delay = REPAIR_FIRST
+        while True:
+            time.sleep(delay)
+            try:
+                done = self.repair() and all([redo() for redo in list(self.after_repair)])
+            except Exception:
+                logger.exception("reactive: cache repair failed")
+                done = False
+            if done:
+                with self.lock:
+                    if not self.needs_repair:
+                        self.repairer = None
+                        return
+            delay = min(delay * 2, REPAIR_MAX)
 
     def clear(self) -> None:
         """Forget every entry and version (tests and operations)."""
@@ -222,7 +366,7 @@ def _safe(position: Callable[[], str]) -> str:
     try:
         return position()
     except Exception:
-        logger.warning("reactive: event log unavailable for a cursor", exc_info=True)
+        complain("log", "event log unavailable for a cursor")
         return ""
 
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections import defaultdict
 
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
+from .cache import reactive_cache
 from .conf import reactive_settings
 from .events import GLOBAL_TENANT, Event
 from .log import Gap, RedisLog, get_log
@@ -30,6 +32,9 @@ logger = logging.getLogger("reactive")
 GROUP = "reactive.events"
 REJOIN_SECONDS = 600  # group memberships expire on the layer; rejoin well before
 QUEUE_SIZE = 1000  # events a slow connection may lag before it is told to reset
+PING_SECONDS = 1.0  # an idle pub/sub subscription pings Redis this often ...
+SILENT_SECONDS = 5.0  # ... and is dropped and made again when Redis stays silent this long
+RETRY_MAX_SECONDS = 5.0  # the listener's reconnect backoff, from 0.1 s
 
 
 def broadcast(event: Event) -> None:
@@ -68,6 +73,11 @@ class Stream:
         if not self.queue.full():  # a busy stream needs no heartbeat
             self.queue.put_nowait(None)
 
+    def reset(self) -> None:
+        """Events were lost for this stream: it must replay from the log (or reset its client)."""
+        self.overflowed = True
+        self.beat()  # wake the connection now, not at the next event or heartbeat
+
     async def get(self) -> Event | None:
         """The next event, or None for a heartbeat (the hub beats for every stream at once)."""
         return await self.queue.get()
@@ -99,6 +109,7 @@ class Hub:
         self.redis = None  # or on Redis pub/sub
         self.stop_token = ""
         self.ready = asyncio.Event()
+        self.up = False  # the listener is subscribed (its backoff restarts after a failure)
         self.dispatched = 0
 
     async def open(self, tenants: set[str]) -> Stream:
@@ -113,10 +124,7 @@ class Hub:
             if tenant not in self.last:
                 # Start from the tenant's newest event (or the log's position if it
                 # has none), so that later holes can be read back from the log.
-                last = await sync_to_async(get_log().last_id)(tenant)
-                if last == "0":
-                    last = await sync_to_async(get_log().position)()
-                self.last[tenant] = last
+                self.last[tenant] = await self.newest(tenant, unknown="0")
             self.streams[tenant].add(stream)
         loop = asyncio.get_running_loop()
         if self.beats is None or self.beats.done():
@@ -142,6 +150,24 @@ class Hub:
     def connections(self) -> int:
         return len({s for followers in self.streams.values() for s in followers})
 
+    async def newest(self, tenant: str, unknown: str | None = None) -> str:
+        """The id of `tenant`'s newest event (the log's position if it has none).
+
+        With `unknown` given, a log that cannot be read answers it instead of
+        raising: a stream opened while Redis is away still opens, and "0" makes
+        the hub read the log (and so reset the stream) once events flow again.
+        """
+        try:
+            last = await sync_to_async(get_log().last_id)(tenant)
+            if last == "0":
+                last = await sync_to_async(get_log().position)()
+            return last
+        except Exception:
+            if unknown is None:
+                raise
+            logger.warning("reactive: event log unavailable; %s starts unpositioned", tenant)
+            return unknown
+
     async def listen(self) -> None:
         """Receive events until closed; on a failure, retry and fill what was missed from the log."""
         log = get_log()
@@ -155,41 +181,84 @@ class Hub:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.warning("reactive: fan-out listener failed; retrying", exc_info=True)
+            except Exception as exc:
+                if self.up:  # it had been working: this is a new outage, retry soon
+                    delay, self.up = 0.1, False
+                    logger.warning("reactive: fan-out listener lost (%r); reconnecting", exc)
+                    # Writes may have failed to bump the cache meanwhile: once it answers
+                    # again, the cache bumps its epoch before this process trusts it.
+                    reactive_cache().failed(time.monotonic(), "the fan-out listener lost Redis")
+                else:
+                    logger.debug("reactive: fan-out listener still down (%r)", exc)
                 self.ready.set()  # streams still work from the log when they reconnect
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
                 await self.resync()
 
     async def listen_redis(self, log: RedisLog) -> None:
-        """One Redis pub/sub subscription for the whole process."""
-        import redis.asyncio as aioredis
+        """One Redis pub/sub subscription for the whole process.
 
-        client = aioredis.Redis.from_url(log.url, decode_responses=True)
+        Its own reconnects (redis-py's retries) are off: a dropped subscription
+        must surface here, so that the hub reads what it missed from the log. An
+        idle subscription pings Redis, so a partition (a silent connection) is
+        noticed too, not only a closed one.
+        """
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        client = aioredis.Redis.from_url(
+            log.url,
+            decode_responses=True,
+            socket_connect_timeout=2,
+            socket_timeout=SILENT_SECONDS,
+            retry=Retry(NoBackoff(), 0),
+        )
         pubsub = client.pubsub()
+        loop = asyncio.get_running_loop()
         try:
             await pubsub.subscribe(log.channel)
             self.redis, self.stop_token = client, f"stop\x1e{id(self)}"
+            self.up = True
+            log.breaker.reset()  # Redis answers: read what was missed now, not in a second
             self.ready.set()
             await self.resync()  # anything published while (re)subscribing
-            async for message in pubsub.listen():
-                if message["type"] != "message":
+            heard = pinged = loop.time()
+            while True:
+                message = await pubsub.get_message(timeout=PING_SECONDS)
+                if message is None:
+                    if loop.time() - heard > SILENT_SECONDS:
+                        raise ConnectionError("Redis pub/sub is silent (partition?)")
+                    if loop.time() - pinged >= PING_SECONDS:
+                        pinged = loop.time()
+                        await pubsub.ping()
                     continue
+                if loop.time() - heard > 2.5 * PING_SECONDS:
+                    # Redis was silent a while (a short partition?): messages may have
+                    # been lost without the connection dropping. Read the log for them.
+                    heard = loop.time()
+                    await self.resync()
+                heard = loop.time()
+                if message["type"] != "message":
+                    continue  # subscribe confirmations, pongs
                 if message["data"] == self.stop_token:
                     return
                 event = RedisLog.parse(message["data"])
                 if event is not None:
                     await self.handle(event)
         finally:
-            await pubsub.aclose()
-            await client.aclose()
+            try:
+                await pubsub.aclose()
+                await client.aclose()
+            except Exception:
+                logger.debug("reactive: closing a broken pub/sub connection", exc_info=True)
 
     async def listen_layer(self) -> None:
         """Any other channel layer: one group member per process."""
         layer = get_channel_layer()
         channel = self.channel = await layer.new_channel()
         await layer.group_add(GROUP, channel)
+        self.up = True
         self.ready.set()
         rejoin = asyncio.get_running_loop().time() + REJOIN_SECONDS
         while True:
@@ -242,9 +311,16 @@ class Hub:
         try:
             missed = await sync_to_async(get_log().read)([tenant], int(last))
         except Gap:
-            missed = []
+            # The log no longer holds what was missed (trimmed, or Redis restarted
+            # empty): every stream of the tenant resets, and the hub goes on from the
+            # log's newest event, so that the events after it are dispatched again
+            # (staying behind would turn every later event into another gap).
+            newest = await self.newest(tenant)
+            if tenant in self.last:
+                self.last[tenant] = newest
             for stream in list(self.streams.get(tenant, ())):
-                stream.overflowed = True
+                stream.reset()
+            return
         for event in missed:
             if int(event.id) > int(self.last.get(tenant, "0")):
                 self.dispatch(event)

@@ -114,14 +114,24 @@ return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}
 
 
 class RedisLog:
-    """The shared log: one Redis Stream per tenant, ids ``<seq>-0`` from one counter."""
+    """The shared log: one Redis Stream per tenant, ids ``<seq>-0`` from one counter.
+
+    When Redis does not answer, operations fail fast for a moment (a
+    :class:`~reactive.cache.Breaker`) instead of each waiting for its timeout.
+    """
+
+    BYPASS_SECONDS = 1.0
 
     def __init__(self, url: str, maxlen: int, prefix: str = "rx"):
         import redis
 
+        from .cache import Breaker
+
         self.client = redis.Redis.from_url(
             url, socket_timeout=2, socket_connect_timeout=2, decode_responses=True
         )
+        self.breaker = Breaker(self.BYPASS_SECONDS)
+        self.unreachable = (redis.ConnectionError, redis.TimeoutError)
         self.maxlen = maxlen
         self.url = url
         self.seq_key, self.origin_key = f"{prefix}:seq", f"{prefix}:origin"
@@ -133,10 +143,21 @@ class RedisLog:
     def stream_key(self, tenant: str) -> str:
         return f"{self.prefix}:log:{tenant}"
 
+    def _guarded(self, operation, *args, **kwargs):
+        self.breaker.check()
+        started = time.monotonic()
+        try:
+            result = operation(*args, **kwargs)
+        except self.unreachable:
+            self.breaker.trip(started)
+            raise
+        self.breaker.reset()
+        return result
+
     def append(self, tenant: str, tags: list[str], at: int) -> Event:
         keys = [self.seq_key, self.origin_key, self.stream_key(tenant), self.channel]
         args = [self.maxlen, "\x1f".join(tags), at, time.time_ns() // 1000, tenant]
-        seq, prev = self._append(keys=keys, args=args)
+        seq, prev = self._guarded(self._append, keys=keys, args=args)
         return Event(str(seq), tenant, tags, at, str(prev))
 
     @staticmethod
@@ -149,8 +170,8 @@ class RedisLog:
         return Event(event_id, tenant, tags.split("\x1f") if tags else [], int(at), prev)
 
     def _bounds(self) -> tuple[int, int]:
-        seq, origin = self._position(
-            keys=[self.seq_key, self.origin_key], args=[time.time_ns() // 1000]
+        seq, origin = self._guarded(
+            self._position, keys=[self.seq_key, self.origin_key], args=[time.time_ns() // 1000]
         )
         return int(seq), int(origin)
 
@@ -158,10 +179,13 @@ class RedisLog:
         return str(self._bounds()[0])
 
     def last_id(self, tenant: str) -> str:
-        last = self.client.xrevrange(self.stream_key(tenant), count=1)
+        last = self._guarded(self.client.xrevrange, self.stream_key(tenant), count=1)
         return last[0][0].split("-")[0] if last else "0"
 
     def read(self, tenants: list[str], since: int, limit: int = 1000) -> list[Event]:
+        return self._guarded(self._read, tenants, since, limit)
+
+    def _read(self, tenants: list[str], since: int, limit: int) -> list[Event]:
         seq, origin = self._bounds()
         if since < origin or since > seq:
             raise Gap(since)
