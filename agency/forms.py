@@ -12,8 +12,10 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
+from django.forms.fields import InvalidJSONInput
 
 from reactive.errors import ReactiveError
+from reactive.http import parse_json
 
 from .auth import check_login_allowed, record_login_failure
 from .models import NAME_MAX, TEXT_MAX
@@ -123,6 +125,27 @@ class AgentForm(ReactiveForm):
         return out
 
 
+class StrictJSONField(forms.JSONField):
+    """A JSONField that parses like the API: finite numbers, no NUL, bounded depth."""
+
+    def to_python(self, value: Any) -> Any:
+        if self.disabled or not isinstance(value, str) or value in self.empty_values:
+            return super().to_python(value)
+        try:
+            return parse_json(value)
+        except ReactiveError as exc:
+            raise forms.ValidationError(exc.message, code="invalid") from None
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        # Re-rendering the refused input must not parse it with json.loads again.
+        if self.disabled or not isinstance(data, str):
+            return super().bound_data(data, initial)
+        try:
+            return parse_json(data)
+        except ReactiveError:
+            return InvalidJSONInput(data)
+
+
 class ToolForm(ReactiveForm):
     """Create a tool."""
 
@@ -131,7 +154,7 @@ class ToolForm(ReactiveForm):
     description = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3}), max_length=TEXT_MAX, required=False
     )
-    config = forms.JSONField(
+    config = StrictJSONField(
         required=False,
         initial=dict,
         widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false"}),

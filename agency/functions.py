@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from reactive.errors import Conflict, InvalidInput, NotFound
@@ -131,6 +132,15 @@ def _agent_detail(agent: Agent) -> dict:
 
 
 def _apply(obj: Any, fields: dict[str, Any]) -> None:
+    # full_clean skips validating a blank=True field that is None: the NOT NULL
+    # column would then fail at the database (a 500) instead of a 422.
+    nulls = {
+        name: "This field cannot be null."
+        for name, value in fields.items()
+        if value is None and not obj._meta.get_field(name).null
+    }
+    if nulls:
+        raise ValidationError(nulls)
     for name, value in fields.items():
         setattr(obj, name, value)
     obj.full_clean()
@@ -205,6 +215,19 @@ def get_tools(ctx: Context, inp: s.ByOrganization) -> list[dict]:
     """An organization's tools, newest first."""
     rows = Tool.objects.filter(organization_id=inp.organization_id).order_by("-created_at")
     return [wire(row) for row in rows.values(*TOOL_FIELDS)[: inp.limit]]
+
+
+@query(
+    "tools.getOne",
+    input=s.ById,
+    output=s.ToolOut,
+    dependencies=["agency.tool:id={id}", "agency.tooltype"],
+    check=result_member,
+    tenant=lambda ctx, inp, data: data["organizationId"],
+)
+def get_tool(ctx: Context, inp: s.ById) -> dict:
+    """One tool."""
+    return instance(Tool.objects.select_related("tool_type").get(id=inp.id), TOOL_FIELDS)
 
 
 def _tool_fields(fields: dict[str, Any]) -> dict[str, Any]:

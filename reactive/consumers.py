@@ -27,6 +27,7 @@ from .errors import NotFound, ReactiveError
 from .events import GLOBAL_TENANT, Event
 from .fanout import Stream, get_hub
 from .functions import Context, ReactiveFunction, registry
+from .http import BadRequest, parse_json
 from .log import Gap, get_log, parse_position
 from .sse import access_tags
 
@@ -123,7 +124,8 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         if bytes_data is not None or text_data is None:
             await self.close(code=CLOSE_POLICY)
             return
-        if len(text_data) > MAX_FRAME:
+        # A character takes up to 4 bytes: count bytes only when it could matter.
+        if len(text_data) > MAX_FRAME // 4 and len(text_data.encode()) > MAX_FRAME:
             await self.close(code=CLOSE_TOO_BIG)
             return
         if not self.limit.allow():
@@ -136,9 +138,12 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
             )
             return
         try:
-            message = json.loads(text_data)
-        except ValueError:
+            message = parse_json(text_data)
+        except BadRequest:  # not JSON at all
             message = None
+        except ReactiveError as exc:  # JSON, but too deep, out of range or with NUL
+            await self.error(None, exc.status, exc.code, exc.message)
+            return
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             await self.error(None, 400, "bad_message", "Expected a JSON object with a 'type'.")
             return
@@ -153,7 +158,11 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def ping(self, message: dict) -> None:
-        await self.send_json({"type": "pong", "cursor": await sync_to_async(get_log().position)()})
+        try:
+            cursor = await sync_to_async(get_log().position)()
+        except Exception:  # the log is unreachable: the connection itself is fine
+            cursor = ""
+        await self.send_json({"type": "pong", "cursor": cursor})
 
     async def subscribe(self, message: dict) -> None:
         sub_id, name = message.get("id"), message.get("name")
@@ -211,7 +220,10 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         return sub, result
 
     async def unsubscribe(self, message: dict) -> None:
-        sub = self.subs.pop(message.get("id"), None)
+        if not isinstance(message.get("id"), str):
+            await self.error(None, 422, "invalid_input", "'id' must be a string.")
+            return
+        sub = self.subs.pop(message["id"], None)
         if sub is not None:
             if sub.pending is not None:
                 sub.pending.cancel()
@@ -235,7 +247,9 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
     async def replay(self, sub: Subscription, since: int) -> None:
         try:
             missed = await sync_to_async(get_log().read)(sorted(sub.tenants), since, 100_000)
-        except Gap:
+        except Exception as exc:  # trimmed (Gap), or the log is unreachable
+            if not isinstance(exc, Gap):
+                logger.warning("reactive: event log unavailable for a replay", exc_info=True)
             await self.send_json({"type": "reset", "id": sub.id})
             return
         for event in missed:

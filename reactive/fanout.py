@@ -14,6 +14,7 @@ dispatching: connections receive every event, in order.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 import weakref
@@ -127,11 +128,14 @@ class Hub:
                 self.last[tenant] = await self.newest(tenant, unknown="0")
             self.streams[tenant].add(stream)
         loop = asyncio.get_running_loop()
+        # The hub outlives the request that starts it: its tasks get a context of
+        # their own, not that request's (its thread-sensitive executor, its
+        # database connections).
         if self.beats is None or self.beats.done():
-            self.beats = loop.create_task(self.heartbeat())
+            self.beats = loop.create_task(self.heartbeat(), context=contextvars.Context())
         if self.task is None or self.task.done():
             self.ready.clear()
-            self.task = loop.create_task(self.listen())
+            self.task = loop.create_task(self.listen(), context=contextvars.Context())
         await asyncio.wait_for(self.ready.wait(), 10)
 
     def detach_tenant(self, stream: Stream, tenant: str) -> None:

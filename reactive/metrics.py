@@ -8,6 +8,7 @@ admin and the staff endpoint see the totals of every worker.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 import time
@@ -74,9 +75,11 @@ def _maybe_flush() -> None:
         flush()
         return
     # Counted on the event loop (an inline cache hit): the database is a thread away.
+    # A context of its own: the request's would hand the flush that request's
+    # thread and database connection, which it would close mid-transaction.
     if not _flushing:
         _flushing = True
-        loop.create_task(_flush_in_thread())
+        loop.create_task(_flush_in_thread(), context=contextvars.Context())
 
 
 async def _flush_in_thread() -> None:

@@ -26,7 +26,7 @@ from . import identity
 from .capture import user_stream
 from .conf import authorize_tenant, reactive_settings
 from .errors import Forbidden, InvalidInput, NotAuthenticated, ReactiveError
-from .events import GLOBAL_TENANT, Event
+from .events import GLOBAL_TENANT
 from .fanout import Stream, get_hub
 from .http import check_csrf, error_response, json_body, json_response
 from .log import Gap, get_log, parse_position
@@ -55,19 +55,34 @@ def access_tags(user: Any) -> set[str]:
 
 
 def reset_frame(position: str, reason: str) -> bytes:
-    data = json.dumps({"id": position, "reason": reason, "at": int(time.time() * 1000)})
-    return f"id: {position}\nevent: reset\ndata: {data}\n\n".encode()
+    """``event: reset``: drop cached queries and refetch (no ``id`` when the log is unreachable)."""
+    data = json.dumps({"id": position or None, "reason": reason, "at": int(time.time() * 1000)})
+    head = f"id: {position}\n" if position else ""
+    return f"{head}event: reset\ndata: {data}\n\n".encode()
 
 
-async def replay(tenants: list[str], since: int | None) -> tuple[list[Event], bytes | None]:
-    """The events after `since`, or a reset frame when the log no longer holds them."""
-    if since is None:
-        return [], None
+async def replay(tenants: list[str], since: int) -> tuple[list[bytes], int]:
+    """The frames of the events after `since` (or one reset), and the position they reach.
+
+    A reset when the log no longer holds that position or cannot be read at all
+    (Redis down): the client refetches, and the stream goes on from the log's
+    current position, so one outage costs one reset, not one per followed tenant.
+    """
+    log = get_log()
     try:
-        return await sync_to_async(get_log().read)(tenants, since, 100_000), None
+        missed = await sync_to_async(log.read)(tenants, since, 100_000)
     except Gap:
-        position = await sync_to_async(get_log().position)()
-        return [], reset_frame(position, "gap")
+        reason = "gap"
+    except Exception:
+        logger.warning("reactive: event log unavailable for a replay", exc_info=True)
+        reason = "unavailable"
+    else:
+        return [e.sse for e in missed], int(missed[-1].id) if missed else since
+    try:
+        position = await sync_to_async(log.position)()
+    except Exception:
+        position = ""
+    return [reset_frame(position, reason)], int(position) if position.isdigit() else since
 
 
 def still_allowed(reauthenticate: identity.Reauthenticator, tenant: str) -> bool:
@@ -93,22 +108,19 @@ async def event_stream(
     watched = access_tags(user)
     try:
         yield f"retry: {RETRY_MS}\n: connected\n\n".encode()
-        missed, reset = await replay([tenant, GLOBAL_TENANT], since)
         last = since or 0
-        if reset:
-            yield reset
-        for event in missed:
-            yield event.sse
-            last = int(event.id)
+        if since is not None:
+            frames, last = await replay([tenant, GLOBAL_TENANT], since)
+            for frame in frames:
+                yield frame
         next_check = time.monotonic() + conf["RECHECK_SECONDS"]
         while True:
             event = await stream.get()
             if stream.overflowed:
                 stream.overflowed = False
-                missed, reset = await replay([tenant, GLOBAL_TENANT], last)
-                for frame in [reset] if reset else [e.sse for e in missed]:
+                frames, last = await replay([tenant, GLOBAL_TENANT], last)
+                for frame in frames:
                     yield frame
-                last = int(missed[-1].id) if missed else last
                 continue
             if event is None:
                 yield b": heartbeat\n\n"

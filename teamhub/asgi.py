@@ -17,5 +17,9 @@ from agency.auth import WebSocketTokenAuth  # noqa: E402
 from reactive.routing import websocket_application  # noqa: E402
 
 application = ProtocolTypeRouter(
-    {"http": django_asgi, "websocket": websocket_application(WebSocketTokenAuth)}
+    {
+        # 413 before Django spools an oversized body to disk (see BodyLimit).
+        "http": middleware.BodyLimit(django_asgi),
+        "websocket": websocket_application(WebSocketTokenAuth),
+    }
 )

@@ -435,13 +435,14 @@ WRITES = {fn.__name__[2:]: fn for fn in [*MUTATIONS, *RAW, w_atomic_mix]}
 
 
 def read_inputs(w: World, name: str, a: int, b: int) -> dict:
-    org, agent = w.pick(w.orgs, a), w.pick(w.agents, b)
+    org, agent, tool = w.pick(w.orgs, a), w.pick(w.agents, b), w.pick(w.tools, a + b)
     return {
         "organizations.getAll": {},
         "organizations.getOne": {"id": str(org)},
         "agents.getAll": {"organizationId": str(org)},
         "agents.getOne": {"id": str(agent)},
         "tools.getAll": {"organizationId": str(org)},
+        "tools.getOne": {"id": str(tool)},
         "messages.getAll": {"organizationId": str(org)}
         if b % 3 == 0
         else {"organizationId": str(org), "agentId": str(agent)},
@@ -464,6 +465,7 @@ def all_reads(w: World) -> list[tuple[str, dict]]:
         ]
         reads += [("messages.getAll", {**by_org, "agentId": str(a)}) for a in w.agents]
     reads += [("agents.getOne", {"id": str(a)}) for a in w.agents]
+    reads += [("tools.getOne", {"id": str(t)}) for t in w.tools]
     return reads
 
 
@@ -637,7 +639,7 @@ def test_concurrent_writers_and_readers_leave_no_stale_cache():
             failures.append("\n".join([f"plan {plan}", *problems[:10], *crashes[:5]]))
 
     known = {"organizations.getAll", "organizations.getOne", "agents.getAll", "agents.getOne"}
-    known |= {"tools.getAll", "messages.getAll"}
+    known |= {"tools.getAll", "tools.getOne", "messages.getAll"}
     assert set(QUERIES) == known, "a new query: teach read_inputs() and all_reads() to call it"
     started = time.monotonic()
     run()
@@ -854,17 +856,20 @@ def small_world(pair, agent_a, agent_b):
     user, org_a, org_b = pair
     MessageType.objects.get_or_create(slug="chat", defaults={"name": "Chat"})
     ToolType.objects.get_or_create(slug="http", defaults={"name": "HTTP"})
+    tools = []
     for org, agent in ((org_a, agent_a), (org_b, agent_b)):
-        agent.tools.add(Tool.objects.create(organization=org, name=f"tool of {org.name}"))
+        tools.append(Tool.objects.create(organization=org, name=f"tool of {org.name}"))
+        agent.tools.add(tools[-1])
         Message.objects.create(organization=org, from_agent=agent, content="hi")
     reads = [("organizations.getAll", {})]
-    for org, agent in ((org_a, agent_a), (org_b, agent_b)):
+    for org, agent, tool in ((org_a, agent_a, tools[0]), (org_b, agent_b, tools[1])):
         by_org = {"organizationId": str(org.pk)}
         reads += [
             ("organizations.getOne", {"id": str(org.pk)}),
             ("agents.getAll", by_org),
             ("agents.getOne", {"id": str(agent.pk)}),
             ("tools.getAll", by_org),
+            ("tools.getOne", {"id": str(tool.pk)}),
             ("messages.getAll", by_org),
             ("messages.getAll", {**by_org, "agentId": str(agent.pk)}),
         ]

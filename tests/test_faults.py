@@ -910,11 +910,6 @@ async def test_streams_opened_while_redis_is_down(org_one, private_redis, tmp_pa
     await streams_through_outage(org_one, private_redis, tmp_path, since=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sse.replay and ReactiveConsumer.replay/ping let the log's ConnectionError escape: "
-    "the stream is cut (SSE) or closed 1011 (WS) instead of answering reset/pong",
-)
 async def test_streams_resumed_while_redis_is_down(org_one, private_redis, tmp_path):
     """Streams resuming from a position during the outage: a reset, not a dropped connection."""
     await streams_through_outage(org_one, private_redis, tmp_path, since=True)

@@ -245,14 +245,6 @@ def test_deeply_nested_json_is_refused_without_recursion_error(target, tally, ki
     healthy(client, target, tally)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agency/forms.py ToolForm.config (forms.JSONField) takes NaN, 1e400 (inf) and "
-    "thousands of levels (RecursionError) and lets NUL through: a 500 from the database or the "
-    "parser. Parse with reactive.http.parse_json in a JSONField subclass (to_python), or "
-    "validate JsonObject in agency/schemas.py (finite numbers, no NUL, depth <= 32) so the "
-    "API, WebSocket and pages all refuse it with 422",
-)
 @pytest.mark.parametrize(
     "config",
     ['{"a": NaN}', '{"a": 1e400}', "[" * 100_000 + "]" * 100_000, '{"a": "\\u0000"}'],
@@ -299,8 +291,6 @@ def test_wrong_json_types_for_every_field_of_every_function(target, tally):
                 body = json.loads(json.dumps(valid))
                 if field.startswith("data."):
                     body["data"] = {field.removeprefix("data."): value}
-                    if value is None and (fn.name, field[5:]) in NULL_IN_UPDATE:
-                        continue  # a known 500: test_explicit_null_in_an_update below
                 else:
                     body[field] = value
                 resp = tally.saw(post_raw(client, f"/api/rx/{fn.name}", json.dumps(body)))
@@ -343,7 +333,7 @@ def test_wrong_json_types_for_every_field_of_every_function(target, tally):
     healthy(client, target, tally)
 
 
-# Update fields whose explicit null is a 500 now (see the xfail test below).
+# Update fields whose explicit null passed full_clean (blank=True) and failed at the database.
 NULL_IN_UPDATE = {
     ("agents.update", "systemPrompt"),
     ("agents.update", "model"),
@@ -353,13 +343,6 @@ NULL_IN_UPDATE = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agency/functions.py _apply(): an explicit null for a NOT NULL column the model "
-    "marks blank=True (systemPrompt, model, modelSettings, description, config) passes "
-    "full_clean and fails at the database (IntegrityError, a 500); refuse it with a 422 "
-    "naming the field",
-)
 @pytest.mark.parametrize("name,field", sorted(NULL_IN_UPDATE))
 def test_explicit_null_in_an_update(target, tally, name, field):
     client = client_for(target["user"])
@@ -826,11 +809,6 @@ async def test_subscribe_with_wrong_types_for_every_field(target, tally, setting
 
 @pytest.mark.asyncio
 @pytest.mark.usefixtures("hub")
-@pytest.mark.xfail(
-    strict=True,
-    reason="reactive/consumers.py receive(): json.loads raises RecursionError on deep nesting "
-    "(the connection dies); parse with reactive.http.parse_json and answer a 400/422 error frame",
-)
 async def test_deeply_nested_websocket_frame_gets_an_error(target, tally):
     comm = await ws(target["user"])
     await comm.send_to(text_data="[" * 30_000 + "]" * 30_000)
@@ -842,12 +820,6 @@ async def test_deeply_nested_websocket_frame_gets_an_error(target, tally):
 
 @pytest.mark.asyncio
 @pytest.mark.usefixtures("hub")
-@pytest.mark.xfail(
-    strict=True,
-    reason="reactive/consumers.py unsubscribe(): self.subs.pop(message.get('id')) raises "
-    "TypeError for a list/object id (the connection dies); answer a 422 error frame for a "
-    "non-string id",
-)
 async def test_unsubscribe_with_an_unhashable_id(target, tally):
     comm = await ws(target["user"])
     await comm.send_to(text_data='{"type": "unsubscribe", "id": [1]}')
@@ -892,12 +864,6 @@ async def test_oversized_and_binary_frames_close(target, tally, frame, code):
 
 @pytest.mark.asyncio
 @pytest.mark.usefixtures("hub")
-@pytest.mark.xfail(
-    strict=True,
-    reason="reactive/consumers.py receive() measures len(text_data) in characters: 30,000 "
-    "three-byte characters (90 KB) pass the 64 KiB limit; measure bytes "
-    "(len(text_data) > MAX_FRAME // 4 and len(text_data.encode()) > MAX_FRAME)",
-)
 async def test_oversized_multibyte_frame_closes(target, tally):
     comm = await ws(target["user"])
     await comm.send_to(
@@ -1135,12 +1101,6 @@ def test_raw_chunked_body_over_the_limit_is_413(server, tally, alice):
     assert status_of(line) == 413, line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="teamhub/asgi.py must wrap the HTTP app: {'http': BodyLimit(django_asgi), ...} "
-    "(teamhub.middleware.BodyLimit); Django's ASGI handler otherwise waits for (and spools "
-    "to disk) all 10 GB before anything can answer 413",
-)
 def test_raw_declared_huge_body_is_refused_at_once(server, tally):
     line = raw_request(
         server.port,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -74,3 +75,25 @@ async def test_failing_cache_pauses_the_inline_attempt(alice, org_a, monkeypatch
     result = await inline.call(fn.call, {"organizationId": str(org_a.pk)}, Context(user=alice))
     assert result.data == [] and not result.hit  # answered from the database
     assert inline._paused_until > 0  # and the loop is spared further attempts for a while
+
+
+async def test_metrics_counted_on_the_loop_flush_outside_the_request_context(monkeypatch, settings):
+    """The flush runs on a thread of its own, never on the request's (whose connection it
+    would close mid-transaction)."""
+    import contextvars
+
+    settings.REACTIVE = {**settings.REACTIVE, "METRICS_FLUSH_SECONDS": 0}
+    request_var = contextvars.ContextVar("request_var", default="outside")
+    request_var.set("inside the request")
+    seen = []
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def flush():
+        seen.append(request_var.get())
+        loop.call_soon_threadsafe(done.set)
+
+    monkeypatch.setattr(metrics, "flush", flush)
+    metrics.record_call("agents.getAll", hit=True)
+    await asyncio.wait_for(done.wait(), 5)
+    assert seen == ["outside"]

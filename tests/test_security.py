@@ -530,13 +530,6 @@ def test_bearer_token_and_session_together_use_the_token_only(alice, org_a):
     assert resp.status_code == 401 and not Agent.objects.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agency/functions.py has no tools.getOne query, so GET /api/tools/<id> (a REST "
-    "route of the contract) answers 405 (it was a KeyError 500); add it like agents.getOne: "
-    "input ById, output ToolOut, dependencies ['agency.tool:id={id}', 'agency.tooltype'], "
-    "check=result_member, tenant=lambda ctx, inp, data: data['organizationId']",
-)
 def test_rest_tool_item_is_readable(alice, bob, org_a):
     tool = Tool.objects.create(organization=org_a, name="readable")
     assert client_for(bob).get(f"/api/tools/{tool.pk}").status_code == 403
