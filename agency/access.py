@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from pydantic import BaseModel
 
 from reactive.cache import cached
@@ -25,18 +24,22 @@ MANAGERS = (Membership.Role.OWNER, Membership.Role.ADMIN)
 def memberships(ctx: Context) -> dict[str, str]:
     """{organization id: role} for the caller."""
     if "memberships" not in ctx.memo:
-        user_id = ctx.user.pk
-        ctx.memo["memberships"] = cached(
-            f"memberships:{user_id}",
-            [scoped_tag(Membership, "user_id", user_id)],
-            lambda: {
-                str(org): role
-                for org, role in Membership.objects.filter(user_id=user_id).values_list(
-                    "organization_id", "role"
-                )
-            },
-        )
+        ctx.memo["memberships"] = user_memberships(ctx.user.pk)
     return ctx.memo["memberships"]
+
+
+def user_memberships(user_id: Any) -> dict[str, str]:
+    """{organization id: role} for a user, from the cache while their memberships are unchanged."""
+    return cached(
+        f"memberships:{user_id}",
+        [scoped_tag(Membership, "user_id", user_id)],
+        lambda: {
+            str(org): role
+            for org, role in Membership.objects.filter(user_id=user_id).values_list(
+                "organization_id", "role"
+            )
+        },
+    )
 
 
 def ensure_member(ctx: Context, organization_id: Any, roles: tuple[str, ...] = ()) -> str:
@@ -62,8 +65,9 @@ def result_member(ctx: Context, inp: BaseModel, data: dict) -> None:
 
 
 def can_follow(user, organization_id: str) -> bool:
-    """Whether `user` may receive an organization's events (streams' authorization hook)."""
-    try:
-        return Membership.objects.filter(user=user, organization_id=organization_id).exists()
-    except (ValueError, ValidationError):
-        return False  # not an organization id at all
+    """Whether `user` may receive an organization's events (streams' authorization hook).
+
+    Cached like every membership check, so that an open stream's re-check is a
+    cache hit (answered on the event loop) until the user's memberships change.
+    """
+    return str(organization_id) in user_memberships(user.pk)

@@ -162,6 +162,8 @@ class BenchServer:
                 # compressing every small event frame per connection costs more than it saves
                 "--ws-per-message-deflate",
                 "false",
+                "--ws",
+                os.environ.get("BENCH_UVICORN_WS", "auto"),
                 "--workers",
                 str(self.workers),
             ]

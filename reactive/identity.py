@@ -10,6 +10,8 @@ session is read again from the session store.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable, Mapping
 from importlib import import_module
 from types import SimpleNamespace
@@ -18,9 +20,20 @@ from typing import Any
 from django.conf import settings
 from django.contrib import auth
 
+from .conf import reactive_settings
+
 ATTRIBUTE = "reactive_reauthenticate"
 
 Reauthenticator = Callable[[], Any]
+
+
+def recheck_deadline() -> float:
+    """When an open stream re-checks next: within ``RECHECK_SECONDS``, spread out.
+
+    Connections opened together (a deploy, a reconnect wave) would otherwise
+    all re-check in the same instant, every time.
+    """
+    return time.monotonic() + reactive_settings()["RECHECK_SECONDS"] * random.uniform(0.5, 1.0)
 
 
 def session_user(session_key: str | None) -> Any:

@@ -36,8 +36,12 @@ class CacheUnavailable(CacheMiss):
     """Raised in hits-only mode when the cache itself failed."""
 
 
-async def call(func: Callable[..., T], *args: Any) -> T:
-    """`func(*args)`: on the event loop when the cache answers it all, else in a thread."""
+async def call(func: Callable[..., T], *args: Any, thread: Callable = sync_to_async) -> T:
+    """`func(*args)`: on the event loop when the cache answers it all, else in a thread.
+
+    `thread` makes the fallback: long-lived streams pass Channels'
+    ``database_sync_to_async``, which hands the connection back afterwards.
+    """
     global _paused_until
     if time.monotonic() >= _paused_until:
         token = HITS_ONLY.set(True)
@@ -49,4 +53,4 @@ async def call(func: Callable[..., T], *args: Any) -> T:
             pass
         finally:
             HITS_ONLY.reset(token)
-    return await sync_to_async(func)(*args)
+    return await thread(func)(*args)

@@ -22,7 +22,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from . import identity
+from . import identity, inline
 from .capture import user_stream
 from .conf import authorize_tenant, reactive_settings
 from .errors import Forbidden, InvalidInput, NotAuthenticated, ReactiveError
@@ -98,7 +98,6 @@ async def event_stream(
     reauthenticate: identity.Reauthenticator | None = None,
 ) -> AsyncIterator[bytes]:
     """The frames of one SSE connection, until the client leaves or loses access."""
-    conf = reactive_settings()
     hub = get_hub()
     reauthenticate = reauthenticate or (lambda: user)
     # The user's own stream carries their membership, token and user-row events:
@@ -113,7 +112,7 @@ async def event_stream(
             frames, last = await replay([tenant, GLOBAL_TENANT], since)
             for frame in frames:
                 yield frame
-        next_check = time.monotonic() + conf["RECHECK_SECONDS"]
+        next_check = identity.recheck_deadline()
         while True:
             event = await stream.get()
             if stream.overflowed:
@@ -129,8 +128,11 @@ async def event_stream(
                 last = int(event.id)
             recheck = event is not None and watched.intersection(event.tags)
             if recheck or time.monotonic() > next_check:
-                next_check = time.monotonic() + conf["RECHECK_SECONDS"]
-                if not await database_sync_to_async(still_allowed)(reauthenticate, tenant):
+                next_check = identity.recheck_deadline()
+                allowed = await inline.call(
+                    still_allowed, reauthenticate, tenant, thread=database_sync_to_async
+                )
+                if not allowed:
                     yield b"event: forbidden\ndata: {}\n\n"
                     return
     finally:
