@@ -796,12 +796,12 @@ def test_queryset_update_does_not_write_rows_it_did_not_read(pair, agent_a, monk
 
     Otherwise the update would change a row whose tags it never emitted.
     """
-    from reactive import capture
+    from reactive import writes
 
     user, org_a, org_b = pair
     other = Agent.objects.create(organization=org_b, name="other", role="r")
     read, moved = threading.Event(), threading.Event()
-    real = capture._original["update"]
+    real = writes._original["update"]
     errors: list[BaseException] = []
 
     def paused(qs, **kwargs):
@@ -817,11 +817,11 @@ def test_queryset_update_does_not_write_rows_it_did_not_read(pair, agent_a, monk
         finally:
             connections.close_all()
 
-    monkeypatch.setitem(capture._original, "update", paused)
+    monkeypatch.setitem(writes._original, "update", paused)
     thread = threading.Thread(target=updater)
     thread.start()
     assert read.wait(10)
-    monkeypatch.setitem(capture._original, "update", real)
+    monkeypatch.setitem(writes._original, "update", real)
     Agent.objects.filter(pk=other.pk).update(organization=org_a)  # joins A, committed
     before = registry["agents.getOne"].call({"id": str(other.pk)}, Context(user=user)).data
     moved.set()
