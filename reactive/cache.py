@@ -324,7 +324,6 @@ class ReactiveCache:
         self.breaker.reset()
         return not self.needs_repair
 
-
     def start_repairs(self) -> None:
         """Run the repair thread unless it runs already."""
         with self.lock:

@@ -189,13 +189,38 @@ def _on_init(sender, instance, **kwargs) -> None:
 def _on_pre_save(sender, instance, raw=False, using=None, **kwargs) -> None:
     if not is_tracked(sender) or instance._state.adding or instance.pk is None:
         return
+    conn = connections[using or instance._state.db or "default"]
+    if locked_snapshot(instance, conn):
+        return
     # The instance's snapshot is as old as its loading: the row may have moved
     # since (another writer, another copy). Its stored values, locked until
     # the save commits (see _save_base), name the scopes it really leaves.
-    rows = locked(sender._base_manager.using(using or instance._state.db or "default"))
+    rows = locked(sender._base_manager.using(conn.alias))
     stored = rows.filter(pk=instance.pk).values(*tracked_fields(sender)).first()
     if stored is not None:
         instance.__dict__[SNAPSHOT] = stored
+
+
+# An instance loaded by a locking query (select_for_update) in the current
+# transaction holds its row's current values until that transaction ends (no
+# other transaction can write the row; on SQLite none can write at all), so
+# its save needs no second read. Writes this transaction made to the row in
+# between are no exception: they published the scopes the row moved into, in
+# the same batch. A transaction is told by the identity of its connection's
+# list of on-commit hooks, which Django replaces on commit, rollback and
+# savepoint rollback.
+LOCKED_IN = "_rx_locked_in"
+
+
+def stamp_locked(instances: Iterable[models.Model], conn) -> None:
+    """Mark instances a locking query just loaded in the current transaction."""
+    for obj in instances:
+        obj.__dict__[LOCKED_IN] = conn.run_on_commit
+
+
+def locked_snapshot(instance: models.Model, conn) -> bool:
+    """Whether the instance's snapshot is its row's current value (see LOCKED_IN)."""
+    return conn.in_atomic_block and instance.__dict__.get(LOCKED_IN) is conn.run_on_commit
 
 
 def locked(qs: QuerySet) -> QuerySet:

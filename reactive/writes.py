@@ -24,6 +24,7 @@ from .capture import (
     record,
     row_values,
     rows_changes,
+    stamp_locked,
     tenant_attname,
 )
 from .conf import reactive_settings
@@ -36,6 +37,7 @@ _original = {
     "bulk_update": QuerySet.bulk_update,
     "collector_delete": Collector.delete,
     "save_base": models.Model.save_base,
+    "fetch_all": QuerySet._fetch_all,
 }
 
 
@@ -205,6 +207,16 @@ def _queryset_changes(qs: QuerySet) -> Changes:
     return rows_changes(model, rows)
 
 
+def _fetch_all(self: QuerySet) -> None:
+    """Evaluate; rows loaded with FOR UPDATE in a transaction are stamped (capture.LOCKED_IN)."""
+    fresh = self._result_cache is None
+    _original["fetch_all"](self)
+    if fresh and self.query.select_for_update and is_tracked(self.model):
+        conn = connections[self.db]
+        if conn.in_atomic_block:
+            stamp_locked([o for o in self._result_cache if isinstance(o, self.model)], conn)
+
+
 def patch() -> None:
     """Wrap the write paths (idempotent)."""
     QuerySet.update = _update
@@ -212,6 +224,7 @@ def patch() -> None:
     QuerySet.bulk_update = _bulk_update
     Collector.delete = _collector_delete
     models.Model.save_base = _save_base
+    QuerySet._fetch_all = _fetch_all
 
 
 def unpatch() -> None:
@@ -221,3 +234,4 @@ def unpatch() -> None:
     QuerySet.bulk_update = _original["bulk_update"]
     Collector.delete = _original["collector_delete"]
     models.Model.save_base = _original["save_base"]
+    QuerySet._fetch_all = _original["fetch_all"]

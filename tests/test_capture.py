@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.db import connection, transaction
 
-from agency.models import Agent, Message, Organization, Tool
+from agency.models import Agent, Membership, Message, Organization, Tool
 from reactive import capture, events
 from reactive.tags import row_tag, scoped_tag, wildcard_tag
 
@@ -202,3 +202,45 @@ def test_ignored_apps_publish_nothing(published, alice):
     published.clear()
     FunctionStats.objects.create(name="x")
     assert published == []
+
+
+def test_a_row_locked_in_this_transaction_is_saved_without_a_second_read(agent_a):
+    from django.test.utils import CaptureQueriesContext
+
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent_a.pk)
+        with CaptureQueriesContext(connection) as queries:
+            agent.role = "changed"
+            agent.save()
+    reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT")]
+    assert reads == [], "the locked row's values are current: no re-read"
+    assert Agent.objects.get(pk=agent_a.pk).role == "changed"
+
+
+@pytest.mark.parametrize("other_write", ["save", "queryset update"])
+def test_a_locked_copy_saved_after_its_row_moved_leaves_every_list_right(
+    alice, agent_a, org_a, org_b, other_write
+):
+    """In one transaction the row moves to B, then a stale locked copy moves it back to A."""
+    from reactive.functions import Context, registry
+
+    Membership.objects.create(user=alice, organization=org_b)
+    ctx = Context(user=alice)
+
+    def names(org) -> list[str]:
+        rows = registry["agents.getAll"].call({"organizationId": str(org.pk)}, ctx).data
+        return [row["name"] for row in rows]
+
+    assert names(org_a) == [agent_a.name] and names(org_b) == []  # both cached
+    with transaction.atomic():
+        stale = Agent.objects.select_for_update().get(pk=agent_a.pk)
+        if other_write == "save":
+            mover = Agent.objects.get(pk=agent_a.pk)
+            mover.organization = org_b
+            mover.save()
+        else:
+            Agent.objects.filter(pk=agent_a.pk).update(organization=org_b)
+        stale.role = "back in A"
+        stale.save()  # writes organization A again
+    assert Agent.objects.get(pk=agent_a.pk).organization_id == org_a.pk
+    assert names(org_a) == [agent_a.name] and names(org_b) == []
