@@ -32,7 +32,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import append_report, command_line, save_json  # noqa: E402
-from server import SERVERS, BenchServer, bench_server, server_configs  # noqa: E402
+from server import (  # noqa: E402
+    BenchServer,
+    add_server_arguments,
+    bench_server,
+    server_configs,
+)
 
 NONCE_LUA = """
 counter = 0
@@ -143,18 +148,7 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per endpoint")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument(
-        "--workers", type=int, nargs="+", default=[1], metavar="N", help="uvicorn worker counts"
-    )
-    parser.add_argument(
-        "--servers",
-        "--server",
-        nargs="+",
-        default=["uvicorn"],
-        choices=SERVERS,
-        metavar="SERVER",
-        help=f"any of {', '.join(SERVERS)} (daphne: 1 process only)",
-    )
+    add_server_arguments(parser)
     parser.add_argument("--report", action="store_true", help="append to docs/benchmarks.md")
     parser.add_argument("--json", help="write the raw results (for bench/plot.py) to this file")
     args = parser.parse_args()

@@ -40,7 +40,12 @@ from common import (  # noqa: E402
     raise_fd_limit,
     save_json,
 )
-from server import SERVERS, BenchServer, bench_server, server_configs  # noqa: E402
+from server import (  # noqa: E402
+    BenchServer,
+    add_server_arguments,
+    bench_server,
+    server_configs,
+)
 
 WAVE = 50  # connections opened at once: daphne (Twisted) listens with a backlog of 50
 WARMUP = 3  # latency mode: writes not counted (they warm up connections and code paths)
@@ -493,18 +498,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 100, 1000], metavar="N")
     parser.add_argument("--writes", type=int, default=30, help="latency mode: writes per run")
     parser.add_argument("--kinds", nargs="+", default=["sse", "ws"], choices=["sse", "ws"])
-    parser.add_argument(
-        "--workers", type=int, nargs="+", default=[1], metavar="N", help="uvicorn worker counts"
-    )
-    parser.add_argument(
-        "--servers",
-        "--server",
-        nargs="+",
-        default=["uvicorn"],
-        choices=SERVERS,
-        metavar="SERVER",
-        help=f"any of {', '.join(SERVERS)} (daphne: 1 process only)",
-    )
+    add_server_arguments(parser)
     parser.add_argument(
         "--rate", type=float, nargs="+", metavar="R", help="sustained mode: events/s, a ramp"
     )

@@ -69,6 +69,22 @@ def server_configs(servers: list[str], workers: list[int]) -> list[tuple[str, in
     return out
 
 
+def add_server_arguments(parser) -> None:
+    """The --workers and --servers options every HTTP benchmark takes."""
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1], metavar="N", help="uvicorn worker counts"
+    )
+    parser.add_argument(
+        "--servers",
+        "--server",
+        nargs="+",
+        default=["uvicorn"],
+        choices=SERVERS,
+        metavar="SERVER",
+        help=f"any of {', '.join(SERVERS)} (daphne: 1 process only)",
+    )
+
+
 def bench_server(name: str, workers: int) -> BenchServer:
     """A BenchServer for a configuration named as in SERVERS."""
     if name == "uvicorn-reuseport":
