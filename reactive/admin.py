@@ -18,14 +18,18 @@ class FunctionStatsAdmin(admin.ModelAdmin):
 
     @admin.display(description="hit rate")
     def hit_rate(self, obj: FunctionStats) -> str:
+        """The share of calls answered from the cache, as a percentage (a dash before any call)."""
         rate = obj.hit_rate
         return "—" if rate is None else f"{rate:.1%}"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
+        """Called by the admin to allow adding stats: never, only the layer writes them."""
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: FunctionStats | None = None) -> bool:
+        """Called by the admin to allow editing stats: never, they are read-only."""
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: FunctionStats | None = None) -> bool:
+        """Called by the admin to allow deleting stats: never, they are read-only."""
         return False

@@ -61,6 +61,7 @@ class ReactiveAPI(NinjaAPI):
         self.extra_schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
 
     def get_openapi_schema(self, **kwargs: Any):
+        """Called to build the OpenAPI document: adds the schemas the operations refer to."""
         schema = super().get_openapi_schema(**kwargs)
         schema.setdefault("components", {}).setdefault("schemas", {}).update(self.extra_schemas)
         return schema
@@ -122,6 +123,7 @@ def _answer(fn: ReactiveFunction, request: HttpRequest) -> HttpResponse:
 
 def _view(fn: ReactiveFunction):
     async def view(request: HttpRequest) -> HttpResponse:
+        """Answer a call of `fn`: queries try the event loop (cache hits), mutations a thread."""
         if fn.kind == "query":  # a cache hit is answered on the event loop
             return await inline.call(_answer, fn, request)
         return await sync_to_async(_answer)(fn, request)

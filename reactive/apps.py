@@ -8,6 +8,7 @@ class ReactiveConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        """Called by Django once the apps are loaded: installs the change capture."""
         from . import capture
 
         capture.install()

@@ -85,6 +85,7 @@ class Breaker:
         self.until = 0.0
 
     def check(self) -> None:
+        """Raise :class:`Bypassed` while the breaker is tripped."""
         if self.until and time.monotonic() < self.until:
             raise Bypassed("skipped: it failed a moment ago")
 
@@ -94,10 +95,12 @@ class Breaker:
             self.until = time.monotonic() + self.seconds
 
     def reset(self) -> None:
+        """Clear the trip: the next operation tries the server again."""
         self.until = 0.0
 
 
 def new_token() -> str:
+    """A fresh random version token (16 hex digits)."""
     return uuid.uuid4().hex[:16]
 
 
@@ -133,6 +136,7 @@ class Lookup:
 
     @property
     def data(self) -> Any:
+        """The result as Python objects, decoded from `json` on first use."""
         if self._data is _UNREAD:
             self._data = json.loads(self.json)
         return self._data
@@ -154,6 +158,7 @@ class SingleFlight:
         self.flights: dict[Any, _Flight] = {}
 
     def run(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """Run `compute` for `key`, or wait for the run already in flight and share its result."""
         with self.lock:
             flight = self.flights.get(key)
             leader = flight is None
@@ -199,6 +204,7 @@ class ReactiveCache:
 
     @property
     def backend(self):
+        """The Django cache backend of this alias."""
         return caches[self.alias]
 
     def fetch(
@@ -292,6 +298,7 @@ class ReactiveCache:
 
     @property
     def needs_repair(self) -> bool:
+        """Whether failed bumps or failures must be repaired before any entry is trusted."""
         return bool(self.unbumped) or self.failures != self.repaired
 
     def failed(self, started: float, message: str, *args: Any) -> None:

@@ -125,16 +125,20 @@ class _Batch:
         self.flush_fn = self.flush  # one bound object, found again by identity
 
     def add(self, changes: Changes) -> None:
+        """Merge one write's changes (tenant -> tags) into the batch."""
         for tenant, tags in changes.items():
             self.changes[tenant] |= tags
 
     def flush(self) -> None:
+        """Called when the outermost transaction commits: publish the batch's changes."""
         events.publish(self.changes)
 
     def alive(self, conn) -> bool:
+        """Whether this batch's flush is still among `conn`'s on-commit hooks."""
         return any(entry[1] is self.flush_fn for entry in reversed(conn.run_on_commit))
 
     def keep_last(self, conn) -> None:
+        """Move this batch's flush to the end of `conn`'s on-commit hooks."""
         # The flush must run after every marker; markers of a rolled-back
         # savepoint are dropped by Django, so only committed changes reach it.
         hooks = conn.run_on_commit

@@ -71,6 +71,7 @@ class RateLimit:
         self.tokens, self.stamp = burst, time.monotonic()
 
     def allow(self) -> bool:
+        """Take a token if one is left: whether this message may be handled now."""
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
@@ -88,6 +89,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = None
 
     async def connect(self) -> None:
+        """Called when the client connects: authenticate, open the event stream, accept."""
         self.user = self.scope.get("user")
         self.subs: dict[str, Subscription] = {}
         self.stream: Stream | None = None
@@ -107,6 +109,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         self.pump = asyncio.get_running_loop().create_task(self.forward())
 
     async def disconnect(self, code: int) -> None:
+        """Called when the WebSocket closes: stop the pump, the pending pushes and the stream."""
         if self.pump is not None:
             self.pump.cancel()
         for sub in self.subs.values():
@@ -116,11 +119,13 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
             self.stream.close()
 
     async def send_json(self, content: dict[str, Any]) -> None:
+        """Send `content` to the client as compact JSON."""
         await self.send(text_data=json.dumps(content, separators=(",", ":")))
 
     # -- client messages ----------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
+        """Called when the client sends a message: check size and rate, dispatch by type."""
         if bytes_data is not None or text_data is None:
             await self.close(code=CLOSE_POLICY)
             return
@@ -158,6 +163,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def ping(self, message: dict) -> None:
+        """Called for a ``ping`` message: answer a ``pong`` with the log's position."""
         try:
             cursor = await sync_to_async(get_log().position)()
         except Exception:  # the log is unreachable: the connection itself is fine
@@ -165,6 +171,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         await self.send_json({"type": "pong", "cursor": cursor})
 
     async def subscribe(self, message: dict) -> None:
+        """Called for a ``subscribe`` message: run and answer the query, follow its tenants."""
         sub_id, name = message.get("id"), message.get("name")
         if not isinstance(sub_id, str) or not 0 < len(sub_id) <= 64:
             await self.error(None, 422, "invalid_input", "'id' must be a string of 1-64 chars.")
@@ -220,6 +227,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         return sub, result
 
     async def unsubscribe(self, message: dict) -> None:
+        """Called for an ``unsubscribe`` message: drop the subscription and its unused tenants."""
         if not isinstance(message.get("id"), str):
             await self.error(None, 422, "invalid_input", "'id' must be a string.")
             return
@@ -233,6 +241,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         await self.send_json({"type": "unsubscribed", "id": message.get("id")})
 
     async def error(self, sub_id: Any, status: int, code: str, text: str) -> None:
+        """Send the client an error message (about subscription `sub_id`, or None)."""
         await self.send_json(
             {
                 "type": "error",
@@ -245,6 +254,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
     # -- server events ------------------------------------------------------------------
 
     async def replay(self, sub: Subscription, since: int) -> None:
+        """Invalidate `sub` once if the log has a match after `since`; a reset if it cannot be read."""
         try:
             missed = await sync_to_async(get_log().read)(sorted(sub.tenants), since, 100_000)
         except Exception as exc:  # trimmed (Gap), or the log is unreachable
@@ -287,6 +297,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
             await self.close(code=1011)
 
     async def notify(self, sub: Subscription, event: Event, tags: set[str]) -> None:
+        """Called for an event matching `sub`: push an invalidation, or schedule a fresh result."""
         if int(event.id) <= sub.last:
             return
         sub.last = int(event.id)
@@ -299,6 +310,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
             sub.pending = asyncio.get_running_loop().create_task(self.push_result(sub))
 
     async def push_result(self, sub: Subscription) -> None:
+        """Rerun `sub`'s query and push its fresh result (or an error, dropping `sub`)."""
         try:
             result = await database_sync_to_async(sub.fn.call)(sub.input, Context(user=self.user))
         except ReactiveError as exc:

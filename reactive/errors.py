@@ -19,6 +19,7 @@ class ReactiveError(Exception):
     default_message = "Bad request."
 
     def as_dict(self) -> dict[str, Any]:
+        """The JSON body of this error (with its field errors, if any)."""
         body: dict[str, Any] = {"error": {"code": self.code, "message": self.message}}
         if self.errors:
             body["error"]["fields"] = self.errors

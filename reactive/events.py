@@ -37,6 +37,7 @@ class Event:
     prev: str = "0"  # id of the tenant's previous event: a process detects gaps with it
 
     def as_dict(self) -> dict:
+        """The event as a plain dict (what the channel layer carries)."""
         return {
             "id": self.id,
             "tenant": self.tenant,
@@ -47,6 +48,7 @@ class Event:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Event:
+        """Rebuild an event from :meth:`as_dict`'s output."""
         return cls(
             str(data["id"]),
             data["tenant"],

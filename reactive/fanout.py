@@ -65,12 +65,14 @@ class Stream:
         self.overflowed = False
 
     def deliver(self, event: Event) -> None:
+        """Queue `event` for the connection; when the queue is full, mark the stream overflowed."""
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
             self.overflowed = True  # the connection resets and replays from the log
 
     def beat(self) -> None:
+        """Queue a heartbeat (None) unless the queue is full."""
         if not self.queue.full():  # a busy stream needs no heartbeat
             self.queue.put_nowait(None)
 
@@ -95,6 +97,7 @@ class Stream:
         self.hub.detach_tenant(self, tenant)
 
     def close(self) -> None:
+        """Called when the connection ends: detach the stream from the hub."""
         self.hub.detach(self)
 
 
@@ -121,6 +124,7 @@ class Hub:
         return stream
 
     async def attach(self, stream: Stream, tenants: set[str]) -> None:
+        """Add `stream` to `tenants`' followers, positioning new tenants, and start the listener."""
         for tenant in tenants:
             if tenant not in self.last:
                 # Start from the tenant's newest event (or the log's position if it
@@ -139,6 +143,7 @@ class Hub:
         await asyncio.wait_for(self.ready.wait(), 10)
 
     def detach_tenant(self, stream: Stream, tenant: str) -> None:
+        """Remove `stream` from `tenant`'s followers; forget the tenant when none is left."""
         followers = self.streams.get(tenant)
         if followers is not None:
             followers.discard(stream)
@@ -147,11 +152,13 @@ class Hub:
                 self.last.pop(tenant, None)
 
     def detach(self, stream: Stream) -> None:
+        """Remove `stream` from every tenant it follows."""
         for tenant in list(stream.tenants):
             self.detach_tenant(stream, tenant)
 
     @property
     def connections(self) -> int:
+        """How many distinct streams the hub serves."""
         return len({s for followers in self.streams.values() for s in followers})
 
     async def newest(self, tenant: str, unknown: str | None = None) -> str:
@@ -309,6 +316,7 @@ class Hub:
         await self.catch_up(event.tenant)
 
     async def catch_up(self, tenant: str) -> None:
+        """Dispatch what `tenant` missed from the log, or reset its streams on a gap."""
         last = self.last.get(tenant)
         if last is None:
             return
@@ -338,6 +346,7 @@ class Hub:
                 logger.warning("reactive: could not catch up tenant %s", tenant, exc_info=True)
 
     def dispatch(self, event: Event) -> None:
+        """Deliver `event` to its tenant's streams and record it as the tenant's last."""
         self.last[event.tenant] = event.id
         self.dispatched += 1
         for stream in list(self.streams.get(event.tenant, ())):

@@ -196,6 +196,7 @@ def fragment(
     """
 
     def decorate(load: LoadFunction) -> LoadFunction:
+        """Register the decorated loader as fragment `name`."""
         fragments.add(Fragment(name, template, load, public=public))
         return load
 

@@ -66,6 +66,7 @@ class Context:
 
     @property
     def authenticated(self) -> bool:
+        """Whether the caller is a logged-in user."""
         return bool(self.user is not None and getattr(self.user, "is_authenticated", False))
 
 
@@ -87,10 +88,12 @@ class Result:
 
     @property
     def data(self) -> Any:
+        """The result's data: decoded from the cache lookup, else the handler's value."""
         return self.lookup.data if self.lookup is not None else self.value
 
     @property
     def json(self) -> str | None:
+        """The cached JSON text, or None for an uncached result."""
         return self.lookup.json if self.lookup is not None else None
 
 
@@ -232,6 +235,7 @@ class Registry(dict[str, ReactiveFunction]):
     """Every declared function by name."""
 
     def add(self, fn: ReactiveFunction) -> ReactiveFunction:
+        """Register `fn` under its name; ValueError if another function holds it."""
         if fn.name in self and self[fn.name] is not fn:
             raise ValueError(f"reactive function {fn.name!r} is declared twice")
         self[fn.name] = fn
@@ -250,6 +254,7 @@ def query(name: str, **options: Any) -> Callable[[Callable], ReactiveFunction]:
     """Decorator: declare a cached, invalidated query."""
 
     def decorate(handler: Callable) -> ReactiveFunction:
+        """Declare the decorated handler as query `name`."""
         return define_reactive_function(name=name, handler=handler, kind="query", **options)
 
     return decorate
@@ -259,6 +264,7 @@ def mutation(name: str, **options: Any) -> Callable[[Callable], ReactiveFunction
     """Decorator: declare a mutation (runs in a transaction; its writes invalidate)."""
 
     def decorate(handler: Callable) -> ReactiveFunction:
+        """Declare the decorated handler as mutation `name`."""
         return define_reactive_function(name=name, handler=handler, kind="mutation", **options)
 
     return decorate

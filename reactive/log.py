@@ -36,13 +36,17 @@ def parse_position(position: str | int | None) -> int | None:
 class EventLog(Protocol):
     """What the SSE view, the consumer and the publisher need from a log."""
 
-    def append(self, tenant: str, tags: list[str], at: int) -> Event: ...
+    def append(self, tenant: str, tags: list[str], at: int) -> Event:
+        """Append an event of `tenant` with `tags` committed at `at` (epoch ms); return it."""
 
-    def position(self) -> str: ...
+    def position(self) -> str:
+        """The log's current position: the newest id of the global sequence (a cursor)."""
 
-    def last_id(self, tenant: str) -> str: ...
+    def last_id(self, tenant: str) -> str:
+        """The id of `tenant`'s newest event, or 0 when it has none."""
 
-    def read(self, tenants: list[str], since: int, limit: int = 1000) -> list[Event]: ...
+    def read(self, tenants: list[str], since: int, limit: int = 1000) -> list[Event]:
+        """`tenants`' events after `since`, oldest first, at most `limit` (Gap if not held)."""
 
 
 class MemoryLog:
@@ -58,6 +62,7 @@ class MemoryLog:
         self.last: dict[str, str] = {}
 
     def append(self, tenant: str, tags: list[str], at: int) -> Event:
+        """Append to the tenant's deque, trimming it to `maxlen`."""
         with self.lock:
             self.seq += 1
             event = Event(str(self.seq), tenant, tags, at, self.last.get(tenant, "0"))
@@ -69,12 +74,15 @@ class MemoryLog:
             return event
 
     def position(self) -> str:
+        """The in-process sequence's current value."""
         return str(self.seq)
 
     def last_id(self, tenant: str) -> str:
+        """The tenant's newest id, or 0."""
         return self.last.get(tenant, "0")
 
     def read(self, tenants: list[str], since: int, limit: int = 1000) -> list[Event]:
+        """Read the tenants' deques under the lock."""
         with self.lock:
             if since < self.origin or since > self.seq:
                 raise Gap(since)
@@ -141,6 +149,7 @@ class RedisLog:
         self._position = self.client.register_script(_POSITION)
 
     def stream_key(self, tenant: str) -> str:
+        """The Redis Stream key of `tenant`'s events."""
         return f"{self.prefix}:log:{tenant}"
 
     def _guarded(self, operation, *args, **kwargs):
@@ -155,6 +164,7 @@ class RedisLog:
         return result
 
     def append(self, tenant: str, tags: list[str], at: int) -> Event:
+        """Append in one script call, which also publishes the event to every hub."""
         keys = [self.seq_key, self.origin_key, self.stream_key(tenant), self.channel]
         args = [self.maxlen, "\x1f".join(tags), at, time.time_ns() // 1000, tenant]
         seq, prev = self._guarded(self._append, keys=keys, args=args)
@@ -176,13 +186,16 @@ class RedisLog:
         return int(seq), int(origin)
 
     def position(self) -> str:
+        """The Redis sequence's current value (seeded from the clock on first use)."""
         return str(self._bounds()[0])
 
     def last_id(self, tenant: str) -> str:
+        """The tenant's newest id from its stream, or 0."""
         last = self._guarded(self.client.xrevrange, self.stream_key(tenant), count=1)
         return last[0][0].split("-")[0] if last else "0"
 
     def read(self, tenants: list[str], since: int, limit: int = 1000) -> list[Event]:
+        """Read the tenants' streams, through the breaker."""
         return self._guarded(self._read, tenants, since, limit)
 
     def _read(self, tenants: list[str], since: int, limit: int) -> list[Event]:

@@ -24,10 +24,12 @@ class FunctionStats(models.Model):
 
     @property
     def calls(self) -> int:
+        """How many calls were counted: hits plus misses."""
         return self.hits + self.misses
 
     @property
     def hit_rate(self) -> float | None:
+        """The share of calls answered from the cache, or None before any call."""
         return self.hits / self.calls if self.calls else None
 
 

@@ -33,6 +33,7 @@ class OriginCheck:
 
     @staticmethod
     def allowed(origin: str) -> bool:
+        """Whether `origin` is a trusted CSRF origin or names an allowed host."""
         trusted = {o.rstrip("/") for o in getattr(settings, "CSRF_TRUSTED_ORIGINS", [])}
         if origin.rstrip("/") in trusted:
             return True

@@ -95,11 +95,13 @@ class TagTemplate:
 
     @property
     def placeholders(self) -> list[str]:
+        """The names of the ``{placeholders}`` in the template's value."""
         if self.value is None:
             return []
         return [name for _, name, _, _ in string.Formatter().parse(self.value) if name]
 
     def render(self, values: Mapping[str, Any]) -> Tag:
+        """The tag for `values`: the template's table, wildcard or field tag."""
         if self.attname is None:
             return table_tag(self.model)
         if self.value == "*":

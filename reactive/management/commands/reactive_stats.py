@@ -7,12 +7,16 @@ from reactive.models import ClientPosition
 
 
 class Command(BaseCommand):
+    """``manage.py reactive_stats``: function metrics, and client positions with --positions."""
+
     help = "Show reactive function metrics summed over every process, and client positions."
 
     def add_arguments(self, parser):
+        """Called by Django to add the ``--positions`` option."""
         parser.add_argument("--positions", action="store_true", help="also list client acks")
 
     def handle(self, *args, **options):
+        """Called to run the command: print the metrics table, then client positions if asked."""
         rows = metrics.snapshot()
         if not rows:
             self.stdout.write("No reactive function has been called yet.")
