@@ -7,6 +7,7 @@ takes effect at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -21,16 +22,24 @@ from .models import Membership
 MANAGERS = (Membership.Role.OWNER, Membership.Role.ADMIN)
 
 
+# The token lookup reads the caller's memberships in its own round trip and
+# leaves them on the request (agency.auth): valid for that request only.
+PREFETCHED = "prefetched_memberships"
+
+
 def memberships(ctx: Context) -> dict[str, str]:
     """{organization id: role} for the caller."""
     if "memberships" not in ctx.memo:
-        ctx.memo["memberships"] = user_memberships(ctx.user.pk)
+        prefetched = getattr(ctx.request, PREFETCHED, None)
+        ctx.memo["memberships"] = (
+            prefetched if prefetched is not None else user_memberships(ctx.user.pk)
+        )
     return ctx.memo["memberships"]
 
 
-def user_memberships(user_id: Any) -> dict[str, str]:
-    """{organization id: role} for a user, from the cache while their memberships are unchanged."""
-    return cached(
+def membership_lookup(user_id: Any) -> tuple[str, list[str], Callable[[], dict[str, str]]]:
+    """The cache key, tags and computation of a user's memberships (for ``cached``)."""
+    return (
         f"memberships:{user_id}",
         [scoped_tag(Membership, "user_id", user_id)],
         lambda: {
@@ -40,6 +49,11 @@ def user_memberships(user_id: Any) -> dict[str, str]:
             )
         },
     )
+
+
+def user_memberships(user_id: Any) -> dict[str, str]:
+    """{organization id: role} for a user, from the cache while their memberships are unchanged."""
+    return cached(*membership_lookup(user_id))
 
 
 def ensure_member(ctx: Context, organization_id: Any, roles: tuple[str, ...] = ()) -> str:

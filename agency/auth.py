@@ -15,11 +15,12 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from reactive import identity, inline
-from reactive.cache import cached
+from reactive.cache import cached, cached_many
 from reactive.errors import NotAuthenticated, ReactiveError
 from reactive.http import error_response
 from reactive.tags import row_tag, table_tag
 
+from .access import PREFETCHED, membership_lookup
 from .models import ApiToken, User, hash_token
 
 LAST_USED_EVERY = timedelta(minutes=1)  # last_used_at is written at most this often
@@ -31,26 +32,32 @@ TOKEN_FORMAT = re.compile(re.escape(ApiToken.PREFIX) + r"[A-Za-z0-9_-]{20,100}")
 
 
 def user_for_token(raw: str) -> User | None:
-    """The active user an API token belongs to, or None (unknown, revoked, inactive).
+    """The active user an API token belongs to, or None (unknown, revoked, inactive)."""
+    return token_identity(raw)[0]
 
-    Both lookups go through the reactive cache, tagged by the rows they read, so
-    a revocation or a deactivated user takes effect at once without a query per
-    request.
+
+def token_identity(raw: str) -> tuple[User | None, dict[str, str]]:
+    """An API token's active user and their memberships, or (None, {}).
+
+    The lookups go through the reactive cache, tagged by the rows they read, so
+    a revocation, a deactivated user or a membership change takes effect at
+    once without a query per request: two round trips, the token's, then the
+    user's and their memberships' together.
     """
     if not TOKEN_FORMAT.fullmatch(raw):
-        return None
+        return None, {}
     digest = hash_token(raw)
     token = cached(f"apitoken:{digest}", [table_tag(ApiToken)], lambda: _token_row(digest))
     if token is None:
-        return None
-    user = _cached_user(token["user"])
+        return None, {}
+    user, roles = _cached_user(token["user"])
     if user is None or not user.is_active:
-        return None
+        return None, {}
     last_used = parse_datetime(token["lastUsed"]) if token["lastUsed"] else None
     now = timezone.now()
     if last_used is None or now - last_used > LAST_USED_EVERY:
         ApiToken.objects.filter(pk=token["id"]).update(last_used_at=now)
-    return user
+    return user, roles
 
 
 def _token_row(digest: str) -> dict | None:
@@ -81,22 +88,24 @@ def _json_ready(row: dict | None) -> dict | None:
     }
 
 
-def _cached_user(user_id: str) -> User | None:
-    """A User loaded from the cache; its password stays deferred (read from the database if used)."""
-    values = cached(
+def _cached_user(user_id: str) -> tuple[User | None, dict[str, str]]:
+    """A User loaded from the cache (password deferred), and their memberships, in one round trip."""
+    row = (
         f"user:{user_id}",
         [row_tag(User, user_id)],
         lambda: _json_ready(
             User.objects.filter(pk=user_id).values(*[f.attname for f in _USER_FIELDS]).first()
         ),
     )
+    values, roles = cached_many([row, membership_lookup(user_id)])
     if values is None:
-        return None
-    return User.from_db(
+        return None, {}
+    user = User.from_db(
         "default",
         [f.attname for f in _USER_FIELDS],
         [f.to_python(values[f.attname]) for f in _USER_FIELDS],
     )
+    return user, roles
 
 
 def bearer(request_headers) -> str | None:
@@ -132,7 +141,7 @@ class ApiTokenMiddleware:
             return self.__acall__(request)
         raw = bearer(request.headers)
         if raw is not None:
-            failure = self.authenticate(request, raw, user_for_token(raw))
+            failure = self.authenticate(request, raw, *token_identity(raw))
             if failure is not None:
                 return failure
         return self.get_response(request)
@@ -140,17 +149,18 @@ class ApiTokenMiddleware:
     async def __acall__(self, request: HttpRequest):
         raw = bearer(request.headers)
         if raw is not None:
-            failure = self.authenticate(request, raw, await inline.call(user_for_token, raw))
+            failure = self.authenticate(request, raw, *await inline.call(token_identity, raw))
             if failure is not None:
                 return failure
         return await self.get_response(request)
 
     @staticmethod
-    def authenticate(request: HttpRequest, raw: str, user: User | None):
+    def authenticate(request: HttpRequest, raw: str, user: User | None, roles: dict[str, str]):
         if user is None:
             return error_response(NotAuthenticated("Invalid or revoked API token."))
         request.user = user
         request.auser = _resolved(user)
+        setattr(request, PREFETCHED, roles)  # this request's access checks need no lookup
         # Open streams ask again on every re-check: a revoked token ends them.
         setattr(request, identity.ATTRIBUTE, partial(user_for_token, raw))
         request.csrf_processing_done = True  # no cookie identity, so no CSRF risk

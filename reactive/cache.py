@@ -214,15 +214,17 @@ class ReactiveCache:
         compute: Callable[[], Any],
         position: Callable[[], str],
         ttl: int | None = None,
+        got: dict[str, Any] | None = None,
     ) -> Lookup:
-        """The cached result for `key` if its tags are unchanged, else compute and store it."""
+        """The cached result for `key` if its tags are unchanged, else compute and store it.
+
+        `got`: the entry and versions already read (``fetch_many``'s one round trip).
+        """
         vkeys = [version_key(t) for t in tags] + [EPOCH_KEY]
         started = time.monotonic()
         try:
-            self.breaker.check()
-            if self.needs_repair and not self.repair():
-                raise Bypassed("the cache is not repaired yet after a failure")
-            got = self.backend.get_many([key, *vkeys])
+            if got is None:
+                got = self._read([key, *vkeys])
         except Exception as exc:
             if not isinstance(exc, Bypassed):
                 self.failed(started, "cache unavailable, computing %s", key)
@@ -245,6 +247,25 @@ class ReactiveCache:
         except Exception:
             self.failed(started, "could not store %s", key)
         return Lookup(text, cursor, hit=False, stale=entry is not None, _data=data)
+
+    def fetch_many(
+        self, lookups: list[tuple[str, list[str], Callable[[], Any], Callable[[], str]]]
+    ) -> list[Lookup]:
+        """Several ``fetch(key, tags, compute, position)`` with one read for all of them."""
+        keys = {EPOCH_KEY: None}
+        for key, tags, *_ in lookups:
+            keys.update(dict.fromkeys([key, *(version_key(t) for t in tags)]))
+        try:
+            got = self._read(list(keys))
+        except Exception:
+            got = None  # each fetch reads (and reports the failure) by itself
+        return [self.fetch(*lookup, got=got) for lookup in lookups]
+
+    def _read(self, keys: list[str]) -> dict[str, Any]:
+        self.breaker.check()
+        if self.needs_repair and not self.repair():
+            raise Bypassed("the cache is not repaired yet after a failure")
+        return self.backend.get_many(keys)
 
     def _ensure(self, vkeys: list[str], current: list[str | None]) -> list[str]:
         versions = list(current)
@@ -384,3 +405,13 @@ def reactive_cache() -> ReactiveCache:
 def cached(key: str, tags: list[str], compute: Callable[[], Any], ttl: int | None = None) -> Any:
     """Cache any computation under versioned tags (for helpers such as membership lookups)."""
     return reactive_cache().fetch(ENTRY_PREFIX + key, tags, compute, lambda: "", ttl).data
+
+
+def cached_many(lookups: list[tuple[str, list[str], Callable[[], Any]]]) -> list[Any]:
+    """``cached`` for several (key, tags, compute) at once: one cache round trip when all hit."""
+    return [
+        found.data
+        for found in reactive_cache().fetch_many(
+            [(ENTRY_PREFIX + key, tags, compute, lambda: "") for key, tags, compute in lookups]
+        )
+    ]
