@@ -263,9 +263,8 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
             await self.send_json({"type": "reset", "id": sub.id})
             return
         for event in missed:
-            tags = set(event.tags)
-            if not sub.tags.isdisjoint(tags):
-                await self.notify(sub, event, tags)
+            if not sub.tags.isdisjoint(event.tag_set):
+                await self.notify(sub, event)
                 return  # one invalidation is enough: the client refetches everything once
 
     async def forward(self) -> None:
@@ -280,13 +279,12 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
                     continue
                 if event is None:
                     await self.send_frame({"type": "websocket.send", "text": HEARTBEAT})
-                    tags: set[str] = set()
                 else:
-                    tags = set(event.tags)
                     for sub in list(self.subs.values()):
-                        if event.tenant in sub.tenants and not sub.tags.isdisjoint(tags):
-                            await self.notify(sub, event, tags)
-                if not self.watched.isdisjoint(tags) or time.monotonic() > next_check:
+                        if event.tenant in sub.tenants and not sub.tags.isdisjoint(event.tag_set):
+                            await self.notify(sub, event)
+                touched = event is not None and not self.watched.isdisjoint(event.tag_set)
+                if touched or time.monotonic() > next_check:
                     next_check = identity.recheck_deadline()
                     if not await self.recheck():
                         return
@@ -296,13 +294,13 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
             logger.exception("reactive: websocket pump failed")
             await self.close(code=1011)
 
-    async def notify(self, sub: Subscription, event: Event, tags: set[str]) -> None:
+    async def notify(self, sub: Subscription, event: Event) -> None:
         """Called for an event matching `sub`: push an invalidation, or schedule a fresh result."""
         if int(event.id) <= sub.last:
             return
         sub.last = int(event.id)
         if not sub.want_data:
-            matched = json.dumps(sorted(sub.tags & tags), separators=(",", ":"))
+            matched = json.dumps(sorted(sub.tags & event.tag_set), separators=(",", ":"))
             frame = f'{sub.frame_head}{matched},"eventId":"{event.id}","at":{event.at}}}'
             await self.send_frame({"type": "websocket.send", "text": frame})
             return

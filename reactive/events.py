@@ -67,6 +67,11 @@ class Event:
         }
 
     @cached_property
+    def tag_set(self) -> frozenset[str]:
+        """The tags as a set, built once and shared by every connection that matches them."""
+        return frozenset(self.tags)
+
+    @cached_property
     def sse(self) -> bytes:
         """The SSE frame, built once and shared by every connection."""
         data = json.dumps(self.payload(), separators=(",", ":"))

@@ -126,7 +126,7 @@ async def event_stream(
             elif event.tenant != own and int(event.id) > last:
                 yield event.sse
                 last = int(event.id)
-            recheck = event is not None and watched.intersection(event.tags)
+            recheck = event is not None and not watched.isdisjoint(event.tag_set)
             if recheck or time.monotonic() > next_check:
                 next_check = identity.recheck_deadline()
                 allowed = await inline.call(

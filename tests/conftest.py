@@ -7,8 +7,8 @@ from django.conf import settings
 from django.test import Client
 
 from agency.models import Agent, Membership, Organization, User
+from reactive import events, metrics
 from reactive import log as reactive_log
-from reactive import metrics
 from reactive.cache import reactive_cache
 from tests import report
 
@@ -60,6 +60,20 @@ def reactive_state():
     metrics.discard_pending()
     reactive_cache().unbumped.clear()
     yield
+
+
+@pytest.fixture
+def published(monkeypatch):
+    """The change sets published (one per committed transaction)."""
+    seen: list[dict] = []
+    original = events.publish
+
+    def spy(changes):
+        seen.append({tenant: set(tags) for tenant, tags in changes.items()})
+        return original(changes)
+
+    monkeypatch.setattr(events, "publish", spy)
+    return seen
 
 
 @pytest.fixture

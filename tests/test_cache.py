@@ -225,22 +225,33 @@ def test_failed_bump_never_lets_a_stale_entry_hit(alice, org_a, agent_a, monkeyp
     assert get_agents(alice, org_a).hit  # and caching resumes
 
 
-def test_cached_many_reads_every_hit_in_one_round_trip(monkeypatch):
+@pytest.fixture
+def cache_reads(monkeypatch):
+    """A function that starts counting the cache's get_many calls and returns their list."""
+
+    def start() -> list:
+        calls: list = []
+        backend = type(reactive_cache().backend)
+        original = backend.get_many
+        monkeypatch.setattr(
+            backend, "get_many", lambda self, keys: calls.append(keys) or original(self, keys)
+        )
+        return calls
+
+    return start
+
+
+def test_cached_many_reads_every_hit_in_one_round_trip(cache_reads):
     from reactive.cache import cached_many
     from reactive.tags import table_tag
 
-    calls = []
     computed = []
     lookups = [
         (f"many:{n}", [table_tag(Agent)], lambda n=n: computed.append(n) or {"n": n})
         for n in range(3)
     ]
     assert cached_many(lookups) == [{"n": 0}, {"n": 1}, {"n": 2}] and computed == [0, 1, 2]
-    backend = type(reactive_cache().backend)
-    original = backend.get_many
-    monkeypatch.setattr(
-        backend, "get_many", lambda self, keys: calls.append(keys) or original(self, keys)
-    )
+    calls = cache_reads()
     assert cached_many(lookups) == [{"n": 0}, {"n": 1}, {"n": 2}]
     assert len(calls) == 1 and computed == [0, 1, 2]  # one read, nothing computed again
     reactive_cache().bump([table_tag(Agent)])
@@ -249,7 +260,7 @@ def test_cached_many_reads_every_hit_in_one_round_trip(monkeypatch):
 
 
 def test_token_request_checks_membership_without_another_cache_read(
-    alice, org_a, agent_a, monkeypatch
+    alice, org_a, agent_a, cache_reads
 ):
     """The token lookup brings the caller's memberships: a hit is three reads, not four."""
     from django.test import Client
@@ -260,12 +271,7 @@ def test_token_request_checks_membership_without_another_cache_read(
     client = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
     url = f"/api/rx/agents.getAll?organizationId={org_a.pk}"
     assert client.get(url)["X-Reactive-Cache"] == "miss"
-    calls = []
-    backend = type(reactive_cache().backend)
-    original = backend.get_many
-    monkeypatch.setattr(
-        backend, "get_many", lambda self, keys: calls.append(keys) or original(self, keys)
-    )
+    calls = cache_reads()
     response = client.get(url)
     assert response.status_code == 200 and response["X-Reactive-Cache"] == "hit"
     assert len(calls) == 3, calls  # the token; the user and memberships; the entry

@@ -6,24 +6,10 @@ import pytest
 from django.db import connection, transaction
 
 from agency.models import Agent, Membership, Message, Organization, Tool
-from reactive import capture, events
+from reactive import capture
 from reactive.tags import row_tag, scoped_tag, wildcard_tag
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def published(monkeypatch):
-    """The list of change sets published (one per committed transaction)."""
-    seen: list[dict] = []
-    original = events.publish
-
-    def spy(changes):
-        seen.append({tenant: set(tags) for tenant, tags in changes.items()})
-        return original(changes)
-
-    monkeypatch.setattr(events, "publish", spy)
-    return seen
 
 
 def tags_of(seen: list[dict], tenant=None) -> set[str]:

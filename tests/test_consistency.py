@@ -46,7 +46,6 @@ from agency.models import (
     ToolType,
     User,
 )
-from reactive import events
 from reactive.cache import Lookup, dumps, reactive_cache
 from reactive.errors import Conflict, InvalidInput, ReactiveError
 from reactive.functions import Context, ReactiveFunction, registry
@@ -834,20 +833,6 @@ def test_queryset_update_does_not_write_rows_it_did_not_read(pair, agent_a, monk
 
 
 # --- rollbacks, savepoints and failed mutations ----------------------------------------------
-
-
-@pytest.fixture
-def published(monkeypatch):
-    """Change sets published (one per committed transaction)."""
-    seen: list[dict] = []
-    original = events.publish
-
-    def spy(changes):
-        seen.append({tenant: set(tags) for tenant, tags in changes.items()})
-        return original(changes)
-
-    monkeypatch.setattr(events, "publish", spy)
-    return seen
 
 
 @pytest.fixture
