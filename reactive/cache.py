@@ -45,6 +45,13 @@ REPAIR_FIRST, REPAIR_MAX = 0.1, 0.5  # the repair thread's backoff, in seconds
 BYPASS_SECONDS = 2.0  # after a failure, requests skip the cache this long (repairs probe it)
 COMPLAIN_EVERY = 10.0  # seconds between two logged tracebacks of the same failure
 _complained: dict[str, float] = {}
+# tags -> (may read, may store): capture's view of the caller's transaction.
+_policy: list[Callable[[list[str]], tuple[bool, bool]]] = []
+
+
+def set_read_policy(policy: Callable[[list[str]], tuple[bool, bool]]) -> None:
+    """Install the function that says whether a read in the caller's transaction may use the cache."""
+    _policy[:] = [policy]
 
 
 def complain(what: str, message: str, *args: Any, error: BaseException | None = None) -> None:
@@ -221,6 +228,13 @@ class ReactiveCache:
         `got`: the entry and versions already read (``fetch_many``'s one round trip).
         """
         vkeys = [version_key(t) for t in tags] + [EPOCH_KEY]
+        may_read, may_store = True, True
+        if _policy and not HITS_ONLY.get():
+            may_read, may_store = _policy[0](tags)
+        if not may_read:  # this transaction wrote what the entry holds
+            cursor = _safe(position)
+            data = compute()
+            return Lookup(dumps(data), cursor, hit=False, _data=data)
         started = time.monotonic()
         try:
             if got is None:
@@ -240,6 +254,9 @@ class ReactiveCache:
             raise CacheMiss()
         versions = self._ensure(vkeys, current)
         cursor = _safe(position)  # read before the handler, like the versions
+        if not may_store:
+            data = compute()
+            return Lookup(dumps(data), cursor, hit=False, stale=entry is not None, _data=data)
         data, text = self.flights.run((key, tuple(versions)), lambda: _computed(compute))
         started = time.monotonic()
         try:
@@ -377,6 +394,13 @@ class ReactiveCache:
                         self.repairer = None
                         return
             delay = min(delay * 2, REPAIR_MAX)
+
+    def bump_epoch(self) -> None:
+        """Make every entry a miss (this process cannot tell what it missed)."""
+        try:
+            self.backend.set(EPOCH_KEY, new_token(), None)
+        except Exception:
+            self.failed(time.monotonic(), "could not bump the epoch")
 
     def clear(self) -> None:
         """Forget every entry and version (tests and operations)."""

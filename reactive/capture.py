@@ -1,315 +1,285 @@
-"""Write capture: every ORM write path -> the tags it touched, published after commit.
+"""Write capture in the writing process: what this transaction touched, and draining on commit.
 
-Covered: save/create, delete (and cascades, through signals), QuerySet.update,
-bulk_create, bulk_update, QuerySet.delete, m2m add/remove/set/clear (the paths
-without signals are wrapped in ``writes.py``). Writes the ORM cannot see go
-through :func:`invalidate`. Inside ``transaction.atomic`` the
-tags wait for the outermost commit; a rollback (of a savepoint too) drops them.
+The database triggers (``triggers.py``) record every committed change; this
+module only makes the writing process fast and consistent with them:
+
+- A connection execute wrapper sees every statement that may write (the ORM's
+  or raw SQL). In autocommit the statement has committed: its change rows are
+  drained and published at once. Inside ``transaction.atomic`` the drain is
+  put *first* among the outermost block's on-commit hooks, so every
+  ``on_commit`` callback, whatever its order, sees published state.
+- Once a transaction has written, a cached read on that connection whose tags
+  the transaction touched neither reads nor stores the cache until the
+  outermost block ends (it would see data from before the write, or store
+  data nobody else can see yet). What it touched comes from ``post_save``,
+  ``post_delete`` and ``m2m_changed`` at once, and, for writes no signal
+  reports, from the transaction's own change rows. Reads before the first
+  write still hit; a snapshot transaction (REPEATABLE READ, SERIALIZABLE, or
+  a deferred SQLite transaction) never stores.
+
+Writes that change nothing in the database (a cache of files, a remote API)
+are announced with :func:`invalidate`, which writes a change row too.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from functools import cache, partial
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.db import connections, models, transaction
-from django.db.models.query import QuerySet
-from django.db.models.signals import m2m_changed, post_delete, post_init, post_save, pre_save
+from django.core.signals import request_finished
+from django.db import DEFAULT_DB_ALIAS, connections, models
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
+from django.db.models.signals import m2m_changed, post_delete, post_migrate, post_save
 
-from . import events
-from .conf import reactive_settings
-from .relations import relations_of, scoped_fields, tracked_fields
-from .tags import Tag, scoped_tag, table_tag, wildcard_tag
+from . import drain, triggers
+from .changes import MANUAL, Row, merge, row_changes, user_stream, version_tags
+from .tables import CHANGE_TABLE, concrete, is_tracked
+from .tags import Tag, normalize, table_tag, wildcard_tag
 
 logger = logging.getLogger("reactive")
 
-# tenant id (or None for rows that belong to no tenant) -> tags
-Changes = dict[str | None, set[Tag]]
-SNAPSHOT = "_rx_old"
+__all__ = ["invalidate", "invalidate_model", "read_policy", "user_stream"]
+
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "TRUNCATE", "MERGE", "WITH")
+_SNAPSHOT_LEVELS = ("REPEATABLE", "SERIALIZABLE")
 
 
-# --- which models, which tenant -------------------------------------------------------
+class TransactionState:
+    """What the current outermost transaction on one connection has written.
 
-
-@cache
-def is_tracked(model: type[models.Model]) -> bool:
-    """Whether writes to `model` are captured (every app but the ignored ones)."""
-    meta = model._meta
-    return not (meta.abstract or meta.app_label in reactive_settings()["IGNORED_APPS"])
-
-
-@cache
-def tenant_attname(model: type[models.Model]) -> str | None:
-    """The column naming a row's tenant: the pk of the tenant model, or its foreign key."""
-    conf = reactive_settings()
-    if not conf["TENANT_MODEL"]:
-        return None
-    if model._meta.label_lower == conf["TENANT_MODEL"].lower():
-        return model._meta.pk.attname
-    try:
-        return model._meta.get_field(conf["TENANT_FIELD"]).attname
-    except Exception:
-        return None
-
-
-@cache
-def user_attname(model: type[models.Model]) -> str | None:
-    """The column naming the user a row belongs to: the user's pk, or a ``user`` foreign key."""
-    user_model = get_user_model()
-    if model is user_model:
-        return model._meta.pk.attname
-    try:
-        field = model._meta.get_field("user")
-    except Exception:
-        return None
-    is_key = getattr(field, "many_to_one", False) and field.related_model is user_model
-    return field.attname if is_key else None
-
-
-def user_stream(user_id: Any) -> str:
-    """The stream of one user's own rows (memberships, tokens, the user row)."""
-    return f"user:{user_id}"
-
-
-def row_tags(model: type[models.Model], values: Mapping[str, Any]) -> set[Tag]:
-    """The tags one row touches: table, row, scoped and related tags."""
-    tags = {table_tag(model)}
-    for attname in scoped_fields(model):
-        value = values.get(attname)
-        if value is not None:
-            tags.add(scoped_tag(model, attname, value))
-    for template in relations_of(model):
-        if all(values.get(name) is not None for name in template.placeholders):
-            tags.add(template.render(values))
-    return tags
-
-
-def rows_changes(model: type[models.Model], rows: Iterable[Mapping[str, Any]]) -> Changes:
-    """Group the tags of `rows` by stream: the row's tenant and the user it belongs to.
-
-    Rows with neither (lookup tables) go to the global stream every client follows.
+    It lives in the connection's list of on-commit hooks (first, with no
+    savepoint ids, so a savepoint rollback keeps it): Django drops it on
+    rollback and calls it on commit, which is exactly its lifetime.
     """
-    changes: Changes = defaultdict(set)
-    tenant, user = tenant_attname(model), user_attname(model)
-    for values in rows:
-        tags = row_tags(model, values)
-        key = values.get(tenant) if tenant else None
-        owner = values.get(user) if user else None
-        if key is not None:
-            changes[str(key)] |= tags
-        if owner is not None:
-            changes[user_stream(owner)] |= tags
-        if key is None and owner is None:
-            changes[None] |= tags
-    return changes
 
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+        self.touched: set[Tag] = set()
+        self.unread = True  # statements ran since the change rows were last read
+        self.seen = 0  # the last change row id read
+        self.everything = False  # touched tags unknown: bypass every read
+        self.snapshot = False  # a raw SET TRANSACTION asked for a snapshot isolation level
 
-def row_values(instance: models.Model) -> dict[str, Any]:
-    """The tracked columns of an instance, as loaded or set (what its tags are made of)."""
-    data = instance.__dict__
-    return {name: data.get(name) for name in tracked_fields(type(instance))}
+    def published(self) -> None:
+        """The on-commit hook: publish this transaction's change rows before any other hook."""
+        drain.drain(self.alias)
 
-
-# --- transaction batching -----------------------------------------------------------
-
-
-class _Batch:
-    """The changes of one transaction, published once when the outermost block commits."""
-
-    def __init__(self) -> None:
-        self.changes: Changes = defaultdict(set)
-        self.flush_fn = self.flush  # one bound object, found again by identity
-
-    def add(self, changes: Changes) -> None:
-        """Merge one write's changes (tenant -> tags) into the batch."""
-        for tenant, tags in changes.items():
-            self.changes[tenant] |= tags
-
-    def flush(self) -> None:
-        """Called when the outermost transaction commits: publish the batch's changes."""
-        events.publish(self.changes)
-
-    def alive(self, conn) -> bool:
-        """Whether this batch's flush is still among `conn`'s on-commit hooks."""
-        return any(entry[1] is self.flush_fn for entry in reversed(conn.run_on_commit))
-
-    def keep_last(self, conn) -> None:
-        """Move this batch's flush to the end of `conn`'s on-commit hooks."""
-        # The flush must run after every marker; markers of a rolled-back
-        # savepoint are dropped by Django, so only committed changes reach it.
-        hooks = conn.run_on_commit
-        if hooks[-1][1] is self.flush_fn:
+    def read(self, conn: BaseDatabaseWrapper) -> None:
+        """Add the tags of the change rows this transaction wrote since the last read."""
+        own = (
+            " AND txid = pg_current_xact_id()::text::bigint" if conn.vendor == "postgresql" else ""
+        )
+        try:
+            with drain.internal(conn), conn.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT {drain.COLUMNS} FROM {CHANGE_TABLE} WHERE id > %s{own} ORDER BY id",
+                    [self.seen],
+                )
+                rows = [Row(*r) for r in cursor.fetchall()]
+        except Exception:
+            self.everything = True
             return
-        if len(hooks) >= 2 and hooks[-2][1] is self.flush_fn:
-            hooks[-2], hooks[-1] = hooks[-1], hooks[-2]
-            return
-        entry = next(e for e in hooks if e[1] is self.flush_fn)
-        hooks.remove(entry)
-        hooks.append(entry)
+        self.unread = False
+        for row in rows:
+            for tags in row_changes(row).values():
+                self.touched |= tags
+            self.seen = max(self.seen, row.id)
 
 
-def record(changes: Changes, using: str = "default") -> None:
-    """Publish `changes` now in autocommit, or when the current transaction commits."""
-    if not changes:
+def _state(conn: BaseDatabaseWrapper, create: bool = False) -> TransactionState | None:
+    hooks = conn.run_on_commit
+    if hooks:
+        owner = getattr(hooks[0][1], "__self__", None)
+        if isinstance(owner, TransactionState):
+            return owner
+    if not create:
+        return None
+    state = TransactionState(conn.alias)
+    hooks.insert(0, (set(), state.published, False))
+    return state
+
+
+def _wrote(conn: BaseDatabaseWrapper, cursor: Any) -> None:
+    """A statement that may have written has run on `conn`."""
+    if conn.in_atomic_block:
+        _state(conn, create=True).unread = True
         return
+    # Autocommit: it committed, unless SQLite still holds it open for its RETURNING rows.
+    if conn.vendor == "sqlite" and getattr(cursor, "description", None) is not None:
+        conn._rx_pending = True
+        return
+    drain.drain(conn.alias)
+
+
+def _execute(execute, sql, params, many, context):
+    conn = context["connection"]
+    if getattr(conn, "_rx_internal", False):
+        return execute(sql, params, many, context)
+    if getattr(conn, "_rx_pending", False) and not conn.in_atomic_block:
+        conn._rx_pending = False
+        drain.drain(conn.alias)
+    head = sql.lstrip()[:8].upper()
+    writes = head.startswith(_WRITES) and drain.ready(conn)
+    if writes and conn.vendor == "sqlite" and conn.in_atomic_block and _state(conn) is None:
+        # SQLite names no transaction: the rows past this mark are this one's (no
+        # other connection commits while it holds the write lock).
+        _state(conn, create=True).seen = drain.max_id(conn)
+    result = execute(sql, params, many, context)
+    if writes:
+        _wrote(conn, context.get("cursor"))
+    elif head.startswith("SET") and conn.in_atomic_block:
+        upper = sql.upper()
+        if "TRANSACTION" in upper and any(level in upper for level in _SNAPSHOT_LEVELS):
+            _state(conn, create=True).snapshot = True
+    return result
+
+
+def _stores_in_transaction(conn: BaseDatabaseWrapper) -> bool:
+    """Whether a read inside this connection's transaction sees every commit made before it."""
+    if conn.vendor == "sqlite":
+        # Only a transaction that takes the write lock at BEGIN keeps others from
+        # committing after its first read (its snapshot).
+        return getattr(conn, "transaction_mode", None) in ("IMMEDIATE", "EXCLUSIVE")
+    level = str(getattr(conn, "isolation_level", "") or "").upper()
+    return not any(name in level for name in _SNAPSHOT_LEVELS)
+
+
+def read_policy(tags: list[Tag], using: str = DEFAULT_DB_ALIAS) -> tuple[bool, bool]:
+    """(may read the cache, may store in it) for a query with `tags`, on `using`."""
     conn = connections[using]
     if not conn.in_atomic_block:
-        events.publish(changes)
+        if getattr(conn, "_rx_pending", False):
+            conn._rx_pending = False
+            drain.drain(using)  # a write this thread committed is published before it reads
+        return True, True
+    state = _state(conn)
+    store = _stores_in_transaction(conn)
+    if state is None:
+        return True, store
+    if state.unread:
+        state.read(conn)
+    if state.everything or not state.touched.isdisjoint(tags):
+        return False, False
+    return True, store and not state.snapshot
+
+
+# --- signals: the ORM says at once what it wrote -------------------------------------
+
+
+def _touch(using: str | None, model: type[models.Model], values: dict[str, Any]) -> None:
+    state = _state(connections[using or DEFAULT_DB_ALIAS])
+    if state is not None and is_tracked(model):
+        state.touched |= version_tags(concrete(model), values)
+
+
+def _values(instance: models.Model) -> dict[str, Any]:
+    # F() expressions and the like are not values yet: the change rows will say.
+    return {
+        f.attname: v
+        for f in instance._meta.concrete_fields
+        if not hasattr(v := instance.__dict__.get(f.attname), "resolve_expression")
+    }
+
+
+def _on_save(sender, instance, using=None, **kwargs) -> None:
+    _touch(using, sender, _values(instance))
+
+
+def _on_delete(sender, instance, using=None, **kwargs) -> None:
+    _touch(using, sender, _values(instance))
+
+
+def _on_m2m(sender, instance, action, using=None, **kwargs) -> None:
+    state = _state(connections[using or DEFAULT_DB_ALIAS])
+    if action.startswith("post_") and state is not None and is_tracked(sender):
+        # Which link rows: the change rows say.
+        state.touched |= {table_tag(sender), wildcard_tag(sender)}
+
+
+# --- manual invalidation ------------------------------------------------------------
+
+
+def invalidate(*tags: Tag, tenant: Any = None, using: str = DEFAULT_DB_ALIAS) -> None:
+    """Invalidate tags by hand, when the current transaction commits (now, in autocommit).
+
+    Tags take the spellings of dependency specs (``agent``, ``app.Model``,
+    ``agency.agent:organization=<id>``, ``app.model:*``). For a change the
+    database cannot see; writes to tracked tables, raw SQL included, need no call.
+    """
+    normal = sorted({normalize(tag) for tag in tags})
+    if not normal:
         return
-    batch: _Batch | None = getattr(conn, "_reactive_batch", None)
-    if batch is None or not batch.alive(conn):
-        batch = _Batch()
-        conn._reactive_batch = batch
-        # No savepoint ids: a savepoint rollback never drops the flush itself.
-        conn.run_on_commit.append((set(), batch.flush_fn, False))
-    transaction.on_commit(partial(batch.add, dict(changes)), using=using)
-    batch.keep_last(conn)
-
-
-def invalidate(*tags: Tag, tenant: str | None = None, using: str = "default") -> None:
-    """Invalidate tags by hand (after raw SQL), after commit like any other write."""
-    record({None if tenant is None else str(tenant): set(tags)}, using)
+    conn = connections[using]
+    data = {"tenant": None if tenant is None else str(tenant), "tags": normal}
+    with conn.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {CHANGE_TABLE} (tbl, op, new) VALUES (%s, %s, %s)",
+            ["", MANUAL, json.dumps(data)],
+        )
 
 
 def invalidate_model(
-    model: type[models.Model], tenant: str | None = None, using: str = "default"
+    model: type[models.Model], tenant: Any = None, using: str = DEFAULT_DB_ALIAS
 ) -> None:
-    """Invalidate every query on `model` (table and scoped), e.g. after a raw-SQL bulk write."""
+    """Invalidate every query on `model` (table and scoped)."""
+    model = concrete(model)
     invalidate(table_tag(model), wildcard_tag(model), tenant=tenant, using=using)
 
 
-# --- signal receivers -----------------------------------------------------------------
+def touched_by(rows: list[Row]) -> dict[str | None, set[Tag]]:
+    """The tags `rows` invalidate, merged by stream (for tests and tools)."""
+    out: dict[str | None, set[Tag]] = {}
+    for row in rows:
+        merge(out, row_changes(row))
+    return out
 
 
-def _on_init(sender, instance, **kwargs) -> None:
-    if is_tracked(sender):
-        instance.__dict__[SNAPSHOT] = row_values(instance)
+# --- installation ---------------------------------------------------------------------
 
 
-def _on_pre_save(sender, instance, raw=False, using=None, **kwargs) -> None:
-    if not is_tracked(sender) or instance._state.adding or instance.pk is None:
-        return
-    conn = connections[using or instance._state.db or "default"]
-    if locked_snapshot(instance, conn):
-        return
-    # The instance's snapshot is as old as its loading: the row may have moved
-    # since (another writer, another copy). Its stored values, locked until
-    # the save commits (see _save_base), name the scopes it really leaves.
-    rows = locked(sender._base_manager.using(conn.alias))
-    stored = rows.filter(pk=instance.pk).values(*tracked_fields(sender)).first()
-    if stored is not None:
-        instance.__dict__[SNAPSHOT] = stored
+def _wrap(sender=None, connection: BaseDatabaseWrapper | None = None, **kwargs) -> None:
+    if connection is not None and _execute not in connection.execute_wrappers:
+        connection.execute_wrappers.append(_execute)
 
 
-# An instance loaded by a locking query (select_for_update) in the current
-# transaction holds its row's current values until that transaction ends (no
-# other transaction can write the row; on SQLite none can write at all), so
-# its save needs no second read. Writes this transaction made to the row in
-# between are no exception: they published the scopes the row moved into, in
-# the same batch. A transaction is told by the identity of its connection's
-# list of on-commit hooks, which Django replaces on commit, rollback and
-# savepoint rollback.
-LOCKED_IN = "_rx_locked_in"
+def _after_migrate(sender, using=DEFAULT_DB_ALIAS, **kwargs) -> None:
+    drain.forget_ready()
+    try:
+        triggers.install(using)
+    except NotImplementedError as exc:
+        logger.warning("reactive: %s; cached reads there are only invalidated by TTL", exc)
+    drain.forget_ready()
 
 
-def stamp_locked(instances: Iterable[models.Model], conn) -> None:
-    """Mark instances a locking query just loaded in the current transaction."""
-    for obj in instances:
-        obj.__dict__[LOCKED_IN] = conn.run_on_commit
+def _after_request(sender=None, **kwargs) -> None:
+    for conn in connections.all(initialized_only=True):
+        if getattr(conn, "_rx_pending", False) and not conn.in_atomic_block:
+            conn._rx_pending = False
+            drain.drain(conn.alias)
 
 
-def locked_snapshot(instance: models.Model, conn) -> bool:
-    """Whether the instance's snapshot is its row's current value (see LOCKED_IN)."""
-    return conn.in_atomic_block and instance.__dict__.get(LOCKED_IN) is conn.run_on_commit
-
-
-def locked(qs: QuerySet) -> QuerySet:
-    """`qs` with FOR UPDATE where the database has row locks (inside a transaction).
-
-    SQLite has none and needs none: its writers are serialized by the write
-    lock every transaction takes at BEGIN (IMMEDIATE).
-    """
-    conn = connections[qs.db]
-    if not (conn.features.has_select_for_update and conn.in_atomic_block):
-        return qs
-    if qs.query.distinct or qs.query.combinator or qs.query.group_by:
-        return qs  # FOR UPDATE is not allowed there
-    if conn.features.has_select_for_update_of:
-        return qs.select_for_update(of=("self",))
-    return qs.select_for_update()
-
-
-def _on_save(sender, instance, created, using, **kwargs) -> None:
-    if not is_tracked(sender):
-        return
-    new = row_values(instance)
-    old = instance.__dict__.get(SNAPSHOT)
-    rows = [new] if created or not old or old == new else [old, new]
-    instance.__dict__[SNAPSHOT] = new
-    record(rows_changes(sender, rows), using)
-
-
-def _on_delete(sender, instance, using, **kwargs) -> None:
-    if is_tracked(sender):
-        record(rows_changes(sender, [row_values(instance)]), using)
-
-
-def _through_columns(through, instance, reverse: bool) -> tuple[str, str]:
-    fks = [f for f in through._meta.concrete_fields if f.many_to_one]
-    own = [f for f in fks if isinstance(instance, f.related_model)]
-    source = own[1] if reverse and len(own) > 1 else own[0]
-    target = next(f for f in fks if f is not source)
-    return source.attname, target.attname
-
-
-def _on_m2m(sender, instance, action, reverse, pk_set, using, **kwargs) -> None:
-    if not is_tracked(sender) or action not in (
-        "pre_clear",
-        "post_add",
-        "post_remove",
-        "post_clear",
-    ):
-        return
-    source, target = _through_columns(sender, instance, reverse)
-    if action == "pre_clear":
-        linked = sender._base_manager.using(using).filter(**{source: instance.pk})
-        instance.__dict__["_rx_cleared"] = set(linked.values_list(target, flat=True))
-        return
-    pks = pk_set if action != "post_clear" else instance.__dict__.pop("_rx_cleared", set())
-    if not pks:
-        return
-    rows = [{source: instance.pk, target: pk} for pk in pks]
-    changes: Changes = defaultdict(set)
-    tenant_col = tenant_attname(type(instance))
-    tenant = getattr(instance, tenant_col) if tenant_col else None
-    for tags in rows_changes(sender, rows).values():
-        changes[None if tenant is None else str(tenant)] |= tags
-    record(changes, using)
-
-
-def install() -> None:
-    """Connect the receivers and wrap the write paths without signals (idempotent)."""
-    post_init.connect(_on_init, dispatch_uid="reactive.init")
-    pre_save.connect(_on_pre_save, dispatch_uid="reactive.pre_save")
+def install(app_config: Any = None) -> None:
+    """Connect the receivers and wrap every connection's execute (idempotent)."""
     post_save.connect(_on_save, dispatch_uid="reactive.save")
     post_delete.connect(_on_delete, dispatch_uid="reactive.delete")
     m2m_changed.connect(_on_m2m, dispatch_uid="reactive.m2m")
-    from . import writes
-
-    writes.patch()
+    connection_created.connect(_wrap, dispatch_uid="reactive.wrap")
+    request_finished.connect(_after_request, dispatch_uid="reactive.request")
+    if app_config is not None:
+        post_migrate.connect(_after_migrate, sender=app_config, dispatch_uid="reactive.migrate")
+    for conn in connections.all(initialized_only=True):
+        _wrap(connection=conn)
 
 
 def uninstall() -> None:
-    """Undo :func:`install` (benchmarks compare writes with and without capture)."""
-    post_init.disconnect(dispatch_uid="reactive.init")
-    pre_save.disconnect(dispatch_uid="reactive.pre_save")
+    """Undo :func:`install` in this process (benchmarks compare writes with and without)."""
     post_save.disconnect(dispatch_uid="reactive.save")
     post_delete.disconnect(dispatch_uid="reactive.delete")
     m2m_changed.disconnect(dispatch_uid="reactive.m2m")
-    from . import writes
-
-    writes.unpatch()
+    connection_created.disconnect(dispatch_uid="reactive.wrap")
+    request_finished.disconnect(dispatch_uid="reactive.request")
+    for conn in connections.all(initialized_only=True):
+        if _execute in conn.execute_wrappers:
+            conn.execute_wrappers.remove(_execute)

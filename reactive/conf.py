@@ -15,7 +15,14 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_TTL": 3600,  # seconds a cached result lives at most
     "RELATIONS": {},
     "IGNORED_APPS": ["admin", "contenttypes", "sessions", "migrations", "reactive"],
-    "MAX_TRACKED_ROWS": 10_000,  # above this a QuerySet.update invalidates the model wildcard
+    # "app.model" -> field names whose values writes emit scoped tags for, beyond the
+    # primary key, the foreign keys and the columns declared dependencies name.
+    "SCOPED_FIELDS": {},
+    # Change capture (triggers.py, drain.py, drainer.py):
+    "DRAIN_MODE": "auto",  # "shared" (claim and delete), "local" (every process reads every row)
+    "DRAIN_POLL_SECONDS": None,  # the drainer's poll: 0.1 s on SQLite, 2 s with LISTEN/NOTIFY
+    "CHANGE_RETENTION_SECONDS": 300,  # local mode: rows older than this are pruned
+    "MAX_PENDING_CHANGES": 100_000,  # past this, a drain invalidates by table instead of by row
     "CACHE_ALIAS": "default",
     "METRICS_FLUSH_SECONDS": 5.0,
     # "module.function"(user, tenant) -> bool: may this user follow this tenant's events?

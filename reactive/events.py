@@ -1,20 +1,17 @@
 """Publishing a committed transaction's changes: bump cache versions, log, fan out.
 
 The write is committed before any of this runs, so nothing here may fail it.
-When Redis is unreachable the changes are kept in this process and published
-once it answers again (by the cache's repair thread, or by the next write): the
-versions are bumped first, then the event is appended, so that a client that
-refetches on the event cannot be answered from an entry older than the write.
-If the process dies first they are lost: docs/operations.md says what then.
+The versions are bumped first, then the event is appended, so that a client
+that refetches on the event cannot be answered from an entry older than the
+write. When Redis is unreachable nothing is lost: the change rows stay in the
+database until a drainer (of any process) publishes them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -24,6 +21,7 @@ from . import metrics
 logger = logging.getLogger("reactive")
 
 GLOBAL_TENANT = ""  # events of rows that belong to no tenant go to every subscriber
+SILENT = "!silent"  # a stream whose tags are bumped with no event (changes.row_changes)
 
 
 @dataclass(frozen=True)
@@ -78,90 +76,48 @@ class Event:
         return f"id: {self.id}\nevent: invalidate\ndata: {data}\n\n".encode()
 
 
-# Changes whose event could not be appended (or whose tags could not be bumped yet):
-# tenant -> tags, published with the next write or by the cache's repair thread.
-_unpublished: dict[str | None, set[str]] = defaultdict(set)
-_unpublished_lock = threading.Lock()
+def publish(*batches: Mapping[str | None, set[str]]) -> bool:
+    """Make committed changes visible: bump every tag once, then one event per batch and stream.
 
-
-def publish(changes: Mapping[str | None, set[str]]) -> list[Event]:
-    """Make committed `changes` visible: cache first, then the durable log and live fan-out.
-
-    Never raises: the write is already committed, and a failing cache or log
-    must not turn a successful request into an error.
+    A batch is one transaction's changes (stream -> tags). Never raises: the
+    writes are committed, and a failing cache or log must not turn a successful
+    request into an error. False when anything failed: the caller keeps the
+    change rows, and a drainer publishes them again once the cache and log answer
+    (bumping twice costs one miss; no event is ever lost).
     """
     from .cache import reactive_cache
 
-    changes = {tenant: set(tags) for tenant, tags in changes.items() if tags}
-    if not changes:
-        return []
-    all_tags = set().union(*changes.values())
+    batches = tuple(b for b in ({s: set(t) for s, t in b.items() if t} for b in batches) if b)
+    if not batches:
+        return True
+    all_tags = set().union(*(tags for batch in batches for tags in batch.values()))
     cache = reactive_cache()
-    bumped = cache.bump(all_tags)
+    if not cache.bump(all_tags) or cache.unbumped:
+        return False  # no event before the bump: a client refetching on it could hit the old entry
     metrics.record_invalidation(len(all_tags))
-    if not bumped or cache.unbumped:
-        # No event before the bump: a client refetching on it could hit the old entry.
-        _keep(changes)
-        return []
-    with _unpublished_lock:  # what failed earlier rides along
-        for tenant, tags in _unpublished.items():
-            changes.setdefault(tenant, set()).update(tags)
-        _unpublished.clear()
-    return _append(changes)
+    return _append(batches)
 
 
-def _append(changes: Mapping[str | None, set[str]]) -> list[Event]:
-    """Append and fan out one event per tenant; keep what fails for later."""
+def _append(batches: tuple[Mapping[str | None, set[str]], ...]) -> bool:
+    """Append and fan out one event per batch and stream."""
     from .cache import complain
     from .fanout import broadcast
     from .log import get_log
 
     at = int(time.time() * 1000)
-    published, failed, error = [], {}, None
-    for tenant, tags in changes.items():
-        try:
-            event = get_log().append(GLOBAL_TENANT if tenant is None else tenant, sorted(tags), at)
-        except Exception as exc:
-            failed[tenant], error = tags, exc
-            continue
-        published.append(event)
-        try:
-            broadcast(event)
-        except Exception:
-            logger.exception("reactive: could not fan out event %s", event.id)
-    if failed:
-        complain(
-            "append",
-            "could not append %d event(s); kept to publish later",
-            len(failed),
-            error=error,
-        )
-        _keep(failed)
-    return published
-
-
-def _keep(changes: Mapping[str | None, set[str]]) -> None:
-    """Hold `changes` until the cache is repaired and the log answers."""
-    from .cache import reactive_cache
-
-    with _unpublished_lock:
-        for tenant, tags in changes.items():
-            _unpublished[tenant] |= tags
-    cache = reactive_cache()
-    if _republish not in cache.after_repair:
-        cache.after_repair.append(_republish)
-    cache.start_repairs()
-
-
-def _republish() -> bool:
-    """Run by the cache's repair thread once it is repaired: publish what was kept."""
-    from .cache import reactive_cache
-
-    if reactive_cache().unbumped:
-        return False
-    with _unpublished_lock:
-        pending = dict(_unpublished)
-        _unpublished.clear()
-    if pending:
-        _append(pending)
-    return not _unpublished
+    for batch in batches:
+        for stream, tags in batch.items():
+            if stream == SILENT:
+                continue
+            try:
+                event = get_log().append(
+                    GLOBAL_TENANT if stream is None else stream, sorted(tags), at
+                )
+            except Exception as exc:
+                complain("append", "could not append an event; its changes wait", error=exc)
+                return False
+            try:
+                broadcast(event)
+            except Exception:
+                logger.exception("reactive: could not fan out event %s", event.id)
+    return True

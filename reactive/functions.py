@@ -21,8 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import (
+    ImproperlyConfigured,
     ObjectDoesNotExist,
     PermissionDenied,
     SynchronousOnlyOperation,
@@ -45,8 +47,9 @@ from .errors import (
 )
 from .inline import CacheMiss
 from .log import get_log
+from .relations import declare, scoped_fields
 from .schema import NoInput
-from .tags import TagTemplate, dependency_tags
+from .tags import TagTemplate, check_scope, dependency_tags, normalize
 
 Kind = Literal["query", "mutation"]
 Dependencies = Sequence[str] | Callable[["Context", BaseModel], Sequence[str]]
@@ -127,6 +130,20 @@ class ReactiveFunction:
         self.cache_enabled, self.ttl = cache, ttl
         self.description = description or (handler.__doc__ or "").strip()
         self._templates: list[TagTemplate] | None = None
+        if apps.models_ready:
+            self.templates()  # a dependency no write could invalidate fails here, not later
+
+    def templates(self) -> list[TagTemplate]:
+        """The parsed dependency specs; ImproperlyConfigured for one no write can invalidate."""
+        if self._templates is None:
+            if callable(self.dependencies):
+                return []
+            parsed = [TagTemplate.parse(spec) for spec in self.dependencies]
+            for template in parsed:
+                check_scope(template.model, template.attname)
+                declare(template)
+            self._templates = parsed
+        return self._templates
 
     def __repr__(self) -> str:
         return f"<ReactiveFunction {self.kind} {self.name}>"
@@ -145,12 +162,10 @@ class ReactiveFunction:
     def tags_for(self, ctx: Context, inp: BaseModel) -> list[str]:
         """The dependency tags of one call, placeholders filled from the input and caller."""
         if callable(self.dependencies):
-            return sorted(set(self.dependencies(ctx, inp)))
-        if self._templates is None:
-            self._templates = [TagTemplate.parse(spec) for spec in self.dependencies]
+            return _computed_tags(self.dependencies(ctx, inp))
         values = inp.model_dump()
         values["user"] = getattr(ctx.user, "pk", None)
-        return dependency_tags(self._templates, values)
+        return dependency_tags(self.templates(), values)
 
     def key_for(self, ctx: Context, inp: BaseModel) -> str:
         """The cache key: the function, its input, and the caller for per-user functions."""
@@ -225,6 +240,28 @@ class ReactiveFunction:
     def execute(self, input: Any = None, *, user: Any = None, request: Any = None) -> Any:
         """Run from anywhere (view, task, shell) and return the data alone."""
         return self.call(input, Context(user=user, request=request)).data
+
+
+def _computed_tags(tags: Sequence[str]) -> list[str]:
+    """Tags a dependency callable returned, normalized, with the wildcard guard of each scope.
+
+    A scoped tag on a column writes do not emit (not a key, not declared in a
+    static dependency or ``SCOPED_FIELDS``) would never be invalidated: refused.
+    """
+    out: set[str] = set()
+    for tag in tags:
+        normal = normalize(tag)
+        out.add(normal)
+        template = TagTemplate.parse(normal) if not normal.endswith(":*") else None
+        if template is not None and template.attname is not None:
+            if template.attname not in scoped_fields(template.model):
+                raise ImproperlyConfigured(
+                    f"dependency tag {tag!r}: writes to {template.model._meta.label} emit no "
+                    f"tags on {template.attname}; name it in REACTIVE['SCOPED_FIELDS'] or in a "
+                    "static dependency"
+                )
+            out.update(template.guards())
+    return sorted(out)
 
 
 def _default_ttl() -> int:

@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 
 from channels.db import database_sync_to_async
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 
 from .conf import reactive_settings
@@ -72,7 +72,9 @@ def _maybe_flush() -> None:
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        flush()
+        # Never inside the caller's transaction: its rollback would take the counts.
+        if not connection.in_atomic_block:
+            flush()
         return
     # Counted on the event loop (an inline cache hit): the database is a thread away.
     # A context of its own: the request's would hand the flush that request's

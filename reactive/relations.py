@@ -1,9 +1,12 @@
 """The relation graph: which other tags a write to a model implies.
 
-By default it is derived from foreign keys, both ways: a change to a message
-touches its agent's row tag (forward), and a change to an agent touches the
-messages scoped by that agent (reverse). ``REACTIVE["RELATIONS"]`` replaces the
-derived list for a model with explicit tag specs in the seed's form::
+By default it is derived from foreign keys, both ways, on the key's target
+column (``to_field`` included): a change to a message touches its agent's row
+tag (forward), and a change to an agent touches the messages scoped by that
+agent (reverse). A many-to-many link row also touches both linked tables, so
+that table-level dependencies of queries reading across the link follow it.
+``REACTIVE["RELATIONS"]`` replaces the derived list for a model with explicit
+tag specs in the seed's form::
 
     "agency.agent": ["agency.organization:id={organization_id}",
                      "agency.message:from_agent_id={id}"]
@@ -16,7 +19,11 @@ from functools import cache
 from django.db import models
 
 from .conf import reactive_settings
+from .tables import concrete
 from .tags import TagTemplate
+
+# model -> columns named by the scoped dependencies declared in this process
+_declared: dict[type[models.Model], set[str]] = {}
 
 
 @cache
@@ -30,34 +37,58 @@ def relations_of(model: type[models.Model]) -> tuple[TagTemplate, ...]:
 
 
 def _derived(model: type[models.Model]) -> list[TagTemplate]:
-    pk = model._meta.pk.attname
     out: list[TagTemplate] = []
+    links = _is_link(model)
     for field in model._meta.concrete_fields:
         if field.many_to_one or field.one_to_one:
-            target = field.related_model
-            out.append(TagTemplate(target, target._meta.pk.attname, f"{{{field.attname}}}"))
+            target = concrete(field.related_model)
+            out.append(TagTemplate(target, field.target_field.attname, f"{{{field.attname}}}"))
+            if links:
+                out.append(TagTemplate(target))
     for rel in model._meta.related_objects:
         if (rel.one_to_many or rel.one_to_one) and rel.field.concrete:
-            out.append(TagTemplate(rel.related_model, rel.field.attname, f"{{{pk}}}"))
+            key = rel.field.target_field.attname
+            out.append(TagTemplate(concrete(rel.related_model), rel.field.attname, f"{{{key}}}"))
     return out
+
+
+def _is_link(model: type[models.Model]) -> bool:
+    """Whether `model` is the through model of a many-to-many field."""
+    if model._meta.auto_created:
+        return True
+    return any(
+        concrete(m2m.remote_field.through) is model
+        for other in model._meta.apps.get_models()
+        for m2m in other._meta.local_many_to_many
+    )
 
 
 @cache
 def scoped_fields(model: type[models.Model]) -> tuple[str, ...]:
-    """Columns a row is tagged by: its primary key and every foreign key."""
+    """Columns a row is tagged by: its primary key, its foreign keys, and declared scopes.
+
+    Declared scopes are the columns named by a scoped dependency of any function
+    declared in this process, and ``REACTIVE["SCOPED_FIELDS"]``.
+    """
     fields = [model._meta.pk.attname]
-    fields += [
-        f.attname
-        for f in model._meta.concrete_fields
-        if (f.many_to_one or f.one_to_one) and f.attname not in fields
-    ]
-    return tuple(fields)
+    fields += [f.attname for f in model._meta.concrete_fields if f.many_to_one or f.one_to_one]
+    fields += sorted(_declared.get(model, ()))
+    for name in reactive_settings()["SCOPED_FIELDS"].get(model._meta.label_lower, ()):
+        fields.append(model._meta.get_field(name).attname)
+    return tuple(dict.fromkeys(fields))
 
 
-@cache
-def tracked_fields(model: type[models.Model]) -> tuple[str, ...]:
-    """Columns whose old values a write must know: scoped ones and those relations use."""
-    fields = list(scoped_fields(model))
-    for template in relations_of(model):
-        fields += [name for name in template.placeholders if name not in fields]
-    return tuple(fields)
+def reset() -> None:
+    """Forget the derived graph (settings changed, a dependency declared)."""
+    relations_of.cache_clear()
+    scoped_fields.cache_clear()
+
+
+def declare(template: TagTemplate) -> None:
+    """Note a scoped dependency, so that writes to its model emit tags on that column."""
+    if template.attname is None or template.value == "*":
+        return
+    columns = _declared.setdefault(template.model, set())
+    if template.attname not in columns:
+        columns.add(template.attname)
+        scoped_fields.cache_clear()

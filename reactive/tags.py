@@ -21,7 +21,10 @@ from functools import cache
 from typing import Any
 
 from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured
 from django.db import models
+
+from .tables import UNBOUNDED, concrete, is_tracked
 
 Tag = str
 
@@ -55,23 +58,70 @@ def format_value(value: Any) -> str:
 
 @cache
 def resolve_model(name: str) -> type[models.Model]:
-    """A model from ``app_label.model`` or a bare model name unique across apps."""
+    """The model owning the table of ``app_label.model`` (or a unique bare model name).
+
+    A proxy resolves to its concrete model: they share one table, so one set of tags.
+    """
     if "." in name:
-        return apps.get_model(name)
-    found = [m for m in apps.get_models() if m._meta.model_name == name.lower()]
+        return concrete(apps.get_model(name))
+    found = [
+        m for m in apps.get_models(include_auto_created=True) if m._meta.model_name == name.lower()
+    ]
     if len(found) != 1:
         raise LookupError(f"model name {name!r} matches {len(found)} models; use app_label.model")
-    return found[0]
+    return concrete(found[0])
 
 
 def resolve_attname(model: type[models.Model], field: str) -> str:
-    """The column attribute for a field name: ``organization`` -> ``organization_id``."""
+    """The column attribute for a field name: ``organization`` -> ``organization_id``.
+
+    Any primary key of the model's inheritance chain (``id`` on a multi-table
+    child) names the model's own primary key column (``parent_ptr_id``).
+    """
     if field == "pk":
         return model._meta.pk.attname
     try:
-        return model._meta.get_field(field).attname
+        found = model._meta.get_field(field)
     except Exception as exc:
         raise LookupError(f"{model._meta.label} has no field {field!r}") from exc
+    if not getattr(found, "concrete", False):
+        raise LookupError(
+            f"{model._meta.label}.{field} is not a column: depend on its through model or "
+            "the related model instead"
+        )
+    if found.primary_key:
+        return model._meta.pk.attname
+    return found.attname
+
+
+def check_scope(model: type[models.Model], attname: str | None) -> None:
+    """Refuse, with ImproperlyConfigured, a tag that no captured write could ever emit."""
+    if not is_tracked(model):
+        raise ImproperlyConfigured(
+            f"{model._meta.label} is not tracked (an ignored app, or an unmanaged model): "
+            "no write to it is captured, so a dependency on it would never be invalidated"
+        )
+    if attname is None:
+        return
+    field = next(f for f in model._meta.concrete_fields if f.attname == attname)
+    if isinstance(field, UNBOUNDED):
+        raise ImproperlyConfigured(
+            f"{model._meta.label}.{field.name} is a {type(field).__name__}: change rows do not "
+            "carry unbounded columns, so no write can be scoped on it; depend on the row or table"
+        )
+
+
+def normalize(tag: Tag) -> Tag:
+    """A tag in the one spelling writes emit: ``agent:organization=X`` -> ``agency.agent:organization_id=X``."""
+    if tag.endswith(":*"):
+        model = resolve_model(tag[:-2])
+        check_scope(model, None)
+        return wildcard_tag(model)
+    template = TagTemplate.parse(tag)
+    if template.placeholders:
+        raise ValueError(f"tag {tag!r} has placeholders: pass the values")
+    check_scope(template.model, template.attname)
+    return template.render({})
 
 
 @dataclass(frozen=True)

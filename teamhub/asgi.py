@@ -14,12 +14,17 @@ from teamhub import middleware  # noqa: E402
 middleware.install()
 
 from agency.auth import WebSocketTokenAuth  # noqa: E402
+from reactive.drainer import Lifespan  # noqa: E402
 from reactive.routing import websocket_application  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        # 413 before Django spools an oversized body to disk (see BodyLimit).
-        "http": middleware.BodyLimit(django_asgi),
-        "websocket": websocket_application(WebSocketTokenAuth),
-    }
+# Lifespan: the server starts this process's drainer, which publishes writes
+# made outside it (other processes, raw SQL from other services).
+application = Lifespan(
+    ProtocolTypeRouter(
+        {
+            # 413 before Django spools an oversized body to disk (see BodyLimit).
+            "http": middleware.BodyLimit(django_asgi),
+            "websocket": websocket_application(WebSocketTokenAuth),
+        }
+    )
 )

@@ -88,12 +88,17 @@ def test_queryset_update_without_scope_change_reads_once(
     assert agents_of(org_a) in tags_of(published)
 
 
-def test_huge_update_falls_back_to_wildcard(published, org_a, settings):
-    settings.REACTIVE = {**settings.REACTIVE, "MAX_TRACKED_ROWS": 2}
-    Agent.objects.bulk_create([Agent(organization=org_a, name=str(i), role="r") for i in range(3)])
+def test_a_large_update_publishes_every_row_exactly(published, org_a, org_b):
+    agents = Agent.objects.bulk_create(
+        [Agent(organization=org_a, name=str(i), role="r") for i in range(300)]
+    )
     published.clear()
-    Agent.objects.all().update(role="x")
-    assert wildcard_tag(Agent) in tags_of(published)
+    Agent.objects.filter(organization=org_a).update(organization=org_b)
+    assert len(published) == 1, "one transaction: one change set"
+    tags = tags_of(published)
+    assert {row_tag(Agent, a.pk) for a in agents} <= tags
+    assert {agents_of(org_a), agents_of(org_b)} <= tags
+    assert wildcard_tag(Agent) not in tags, "the rows are known: no wildcard"
 
 
 def test_bulk_create_and_bulk_update(published, org_a, org_b):
@@ -174,7 +179,27 @@ def test_raw_sql_with_manual_invalidation(published, agent_a):
             )
         capture.invalidate(row_tag(Agent, agent_a.pk), tenant=agent_a.organization_id)
         assert published == []
-    assert tags_of(published, agent_a.organization_id) == {row_tag(Agent, agent_a.pk)}
+    assert row_tag(Agent, agent_a.pk) in tags_of(published, agent_a.organization_id)
+
+
+def test_raw_sql_needs_no_manual_invalidation(published, agent_a):
+    published.clear()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Agent._meta.db_table} SET name = %s WHERE id = %s",
+            ["raw", agent_a.pk.hex if connection.vendor == "sqlite" else agent_a.pk],
+        )
+    assert {row_tag(Agent, agent_a.pk), agents_of(agent_a.organization)} <= tags_of(
+        published, agent_a.organization_id
+    )
+
+
+def test_invalidate_takes_dependency_spellings(published, agent_a):
+    published.clear()
+    capture.invalidate("agent", f"agency.Agent:organization={agent_a.organization_id}")
+    assert tags_of(published) == {"agency.agent", agents_of(agent_a.organization)}
+    with pytest.raises(LookupError):
+        capture.invalidate("agency.agent:nosuchfield=1")
 
 
 def test_invalidate_model_emits_wildcard(published):
@@ -198,8 +223,12 @@ def test_a_row_locked_in_this_transaction_is_saved_without_a_second_read(agent_a
         with CaptureQueriesContext(connection) as queries:
             agent.role = "changed"
             agent.save()
-    reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT")]
-    assert reads == [], "the locked row's values are current: no re-read"
+    reads = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith("SELECT") and Agent._meta.db_table in q["sql"]
+    ]
+    assert reads == [], "capture reads no row before a save"
     assert Agent.objects.get(pk=agent_a.pk).role == "changed"
 
 

@@ -1,0 +1,241 @@
+"""Draining the change table: publish each committed change row.
+
+With a shared cache (Redis), rows are claimed and deleted by whoever drains
+them, in the transaction that publishes them: a process killed before its
+publish commits leaves its rows for the next drainer, and ``FOR UPDATE SKIP
+LOCKED`` (the write lock on SQLite) makes N drainers publish each row once.
+When publishing fails (Redis down) the claim rolls back and the rows wait.
+
+With a cache of this process's own (locmem: embedded mode), every process must
+see every row, so nothing is claimed: each process reads the rows past its own
+high-water mark, and rows are pruned once older than ``CHANGE_RETENTION_SECONDS``.
+A process whose mark fell behind pruned rows cannot know what it missed: it
+invalidates everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import contextmanager
+
+from django.db import connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from . import events
+from .cache import reactive_cache
+from .changes import Changes, Row, transactions
+from .conf import reactive_settings
+from .tables import CHANGE_TABLE, tracked_tables
+from .tags import table_tag, wildcard_tag
+
+logger = logging.getLogger("reactive")
+
+BATCH = 1000  # rows claimed per transaction
+MAX_ROUNDS = 100  # a writer's drain gives up after this many claims (a drainer goes on)
+PRUNE_EVERY = 10.0  # seconds between two prunes of a local-mode process
+COLUMNS = "id, tbl, op, old, new, txid"
+
+_lock = threading.Lock()
+_marks: dict[str, int] = {}  # local mode: alias -> the last row id this process published
+_pruned_at: dict[str, float] = {}
+_ready: dict[str, bool] = {}  # alias -> whether the change table exists there
+
+
+class _Unpublished(Exception):
+    """Publishing failed: roll the claim back so that the rows wait for a drainer."""
+
+
+def is_local() -> bool:
+    """Whether the reactive cache belongs to this process alone (every process reads every row)."""
+    mode = reactive_settings()["DRAIN_MODE"]
+    if mode != "auto":
+        return mode == "local"
+    backend = type(reactive_cache().backend).__name__
+    return backend in ("LocMemCache", "DummyCache")
+
+
+def ready(conn: BaseDatabaseWrapper) -> bool:
+    """Whether `conn`'s database has the change table (before ``migrate``, it has not)."""
+    alias = conn.alias
+    if not _ready.get(alias):
+        with internal(conn):
+            found = CHANGE_TABLE in conn.introspection.table_names()
+        if found and is_local():
+            _marks.setdefault(alias, max_id(conn))
+        _ready[alias] = found
+    return _ready[alias]
+
+
+def forget_ready() -> None:
+    """After ``migrate``: look for the change table again."""
+    _ready.clear()
+
+
+@contextmanager
+def internal(conn: BaseDatabaseWrapper):
+    """Statements run inside are reactive's own: the execute wrapper ignores them."""
+    previous = getattr(conn, "_rx_internal", False)
+    conn._rx_internal = True
+    try:
+        yield
+    finally:
+        conn._rx_internal = previous
+
+
+def drain(using: str = "default", *, wait: bool = True) -> int:
+    """Publish committed change rows; returns how many were published.
+
+    `wait`: a writer draining after its commit waits for rows another drainer
+    holds (they are published when it returns); the background drainer skips them.
+    """
+    conn = connections[using]
+    if conn.in_atomic_block or not ready(conn):
+        return 0
+    try:
+        if is_local():
+            return _drain_local(conn)
+        return _drain_shared(conn, wait)
+    except Exception:
+        logger.exception("reactive: could not drain the change table")
+        return 0
+
+
+def _rows(cursor) -> list[Row]:
+    rows = [Row(*record) for record in cursor.fetchall()]
+    return sorted(rows, key=lambda r: r.id)
+
+
+def _claim(conn: BaseDatabaseWrapper, top: int | None, skip_locked: bool) -> list[Row]:
+    """Delete and return up to BATCH rows, oldest first; `top`: only ids up to it (0: up to now)."""
+    where, params = "", []
+    if top == 0:
+        where = f"WHERE id <= (SELECT MAX(id) FROM {CHANGE_TABLE})"
+    elif top is not None:
+        where, params = "WHERE id <= %s", [top]
+    lock = ""
+    if conn.vendor == "postgresql":
+        lock = "FOR UPDATE SKIP LOCKED" if skip_locked else "FOR UPDATE"
+    with conn.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {CHANGE_TABLE} WHERE id IN (SELECT id FROM {CHANGE_TABLE} {where} "
+            f"ORDER BY id LIMIT {BATCH} {lock}) RETURNING {COLUMNS}",
+            params,
+        )
+        return _rows(cursor)
+
+
+def max_id(conn: BaseDatabaseWrapper) -> int:
+    """The newest change row id visible to `conn` (0 for none)."""
+    with internal(conn), conn.cursor() as cursor:
+        cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {CHANGE_TABLE}")
+        return int(cursor.fetchone()[0])
+
+
+def _drain_shared(conn: BaseDatabaseWrapper, wait: bool) -> int:
+    total = 0
+    with internal(conn):
+        if not wait and _overflowed(conn):
+            return 0
+        # A writer needs the rows committed before it drains, not those of later
+        # writers: it claims up to the newest id at its first claim (0), and waits
+        # for rows another drainer holds (they are published once it may take them).
+        top = 0 if wait else None
+        for _ in range(MAX_ROUNDS):
+            try:
+                with transaction.atomic(using=conn.alias):
+                    rows = _claim(conn, top, skip_locked=not wait)
+                    if rows and not events.publish(*transactions(rows)):
+                        raise _Unpublished
+            except _Unpublished:
+                return total
+            total += len(rows)
+            if len(rows) < BATCH:
+                return total
+            if top == 0:
+                top = max_id(conn)
+    return total
+
+
+def _drain_local(conn: BaseDatabaseWrapper) -> int:
+    alias = conn.alias
+    total = 0
+    with _lock, internal(conn):
+        mark = _marks.setdefault(alias, 0)
+        while True:
+            with conn.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT {COLUMNS} FROM {CHANGE_TABLE} WHERE id > %s ORDER BY id LIMIT {BATCH}",
+                    [mark],
+                )
+                rows = _rows(cursor)
+            if not rows:
+                break
+            batches = transactions(rows)
+            if conn.vendor == "sqlite" and mark and rows[0].id != mark + 1:
+                # AUTOINCREMENT ids have no holes: rows this process never saw were pruned.
+                batches.append(_everything())
+            if not events.publish(*batches):
+                break
+            mark = _marks[alias] = rows[-1].id
+            total += len(rows)
+            if len(rows) < BATCH:
+                break
+        _prune(conn)
+    return total
+
+
+def _everything() -> Changes:
+    tags = set()
+    for table in tracked_tables():
+        tags |= {table_tag(table.model), wildcard_tag(table.model)}
+    reactive_cache().bump_epoch()
+    return {None: tags}
+
+
+def _prune(conn: BaseDatabaseWrapper) -> None:
+    now = time.monotonic()
+    if now - _pruned_at.get(conn.alias, 0.0) < PRUNE_EVERY:
+        return
+    _pruned_at[conn.alias] = now
+    keep = reactive_settings()["CHANGE_RETENTION_SECONDS"]
+    with conn.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {CHANGE_TABLE} WHERE at < %s", [_db_now(conn) - keep])
+
+
+def _db_now(conn: BaseDatabaseWrapper) -> float:
+    with conn.cursor() as cursor:
+        if conn.vendor == "postgresql":
+            cursor.execute("SELECT extract(epoch FROM now())")
+        else:
+            cursor.execute("SELECT (julianday('now') - 2440587.5) * 86400.0")
+        return float(cursor.fetchone()[0])
+
+
+def _overflowed(conn: BaseDatabaseWrapper) -> bool:
+    """Past ``MAX_PENDING_CHANGES`` rows (no drainer ran for long): invalidate by table, once.
+
+    Publishing row by row would take minutes while every cache entry is suspect;
+    one event with the table and wildcard tags of each table named is exact enough.
+    """
+    bound = reactive_settings()["MAX_PENDING_CHANGES"]
+    with conn.cursor() as cursor:
+        cursor.execute(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM {CHANGE_TABLE} LIMIT %s) AS t", [bound + 1]
+        )
+        if cursor.fetchone()[0] <= bound:
+            return False
+    with transaction.atomic(using=conn.alias), conn.cursor() as cursor:
+        top = max_id(conn)
+        cursor.execute(f"SELECT DISTINCT tbl FROM {CHANGE_TABLE} WHERE id <= %s", [top])
+        names = {name for (name,) in cursor.fetchall()}
+        tags: set[str] = set()
+        for table in tracked_tables():
+            if table.name in names:
+                tags |= {table_tag(table.model), wildcard_tag(table.model)}
+        logger.warning("reactive: %d+ change rows pending; invalidating %s", bound, sorted(names))
+        if not events.publish({None: tags}):
+            return True
+        cursor.execute(f"DELETE FROM {CHANGE_TABLE} WHERE id <= %s", [top])
+    return True

@@ -1,0 +1,157 @@
+"""The drainer: one thread per server process that publishes the change rows others wrote.
+
+A write made anywhere else (another process, a worker, ``psql``, a service in
+another language) leaves change rows nobody in this process drains after
+commit. The drainer wakes on PostgreSQL's NOTIFY (sent by the triggers), or
+polls (``DRAIN_POLL_SECONDS``: on SQLite a short poll, on PostgreSQL a
+fallback for a lost notification), and drains with ``SKIP LOCKED``. An idle
+drainer sleeps in ``select()`` (PostgreSQL) or runs one indexed query per poll.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+
+from asgiref.sync import sync_to_async
+from django.db import DEFAULT_DB_ALIAS, connections
+
+from . import drain
+from .conf import reactive_settings
+from .triggers import CHANNEL
+
+logger = logging.getLogger("reactive")
+
+BACKOFF_MAX = 5.0  # seconds between two attempts while the database or cache fails
+
+
+class Drainer(threading.Thread):
+    """Drains `using`'s change table until :meth:`stop`."""
+
+    def __init__(self, using: str = DEFAULT_DB_ALIAS) -> None:
+        super().__init__(name="reactive-drainer", daemon=True)
+        self.using = using
+        self.stopping = threading.Event()
+        self.woken = threading.Event()
+        self.drained = 0
+
+    @property
+    def poll(self) -> float:
+        """Seconds between two drains when nothing wakes the drainer."""
+        configured = reactive_settings()["DRAIN_POLL_SECONDS"]
+        if configured:
+            return float(configured)
+        return 2.0 if connections[self.using].vendor == "postgresql" else 0.1
+
+    def wake(self) -> None:
+        """Drain now (a writer of this process left rows it could not drain itself)."""
+        self.woken.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop and wait for the thread; closes its database connections."""
+        self.stopping.set()
+        self.woken.set()
+        if self.is_alive():
+            self.join(timeout)
+
+    def run(self) -> None:
+        """Drain, then wait for a notification or the poll, until stopped."""
+        listener = None
+        delay = self.poll
+        try:
+            while not self.stopping.is_set():
+                try:
+                    if listener is None and connections[self.using].vendor == "postgresql":
+                        listener = _listen(self.using)
+                    self.drained += drain.drain(self.using, wait=False)
+                    delay = self.poll
+                except Exception:
+                    logger.warning("reactive: the drainer failed; retrying", exc_info=True)
+                    listener = _close(listener)
+                    connections[self.using].close()
+                    delay = min(delay * 2, BACKOFF_MAX)
+                self._wait(listener, delay)
+        finally:
+            _close(listener)
+            connections.close_all()
+
+    def _wait(self, listener, timeout: float) -> None:
+        if listener is None:
+            self.woken.wait(timeout)
+        else:
+            # Wake on the first notification (a commit with change rows), or the poll.
+            for _ in listener.notifies(timeout=timeout, stop_after=1):
+                pass
+        self.woken.clear()
+
+
+def _listen(using: str):
+    import psycopg
+
+    conn = connections[using]
+    params = conn.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    params.pop("prepare_threshold", None)
+    listener = psycopg.connect(**params, autocommit=True)
+    listener.execute(f"LISTEN {CHANNEL}")
+    return listener
+
+
+def _close(listener) -> None:
+    if listener is not None:
+        with contextlib.suppress(Exception):
+            listener.close()
+    return None
+
+
+_drainer: Drainer | None = None
+_pid = 0
+_lock = threading.Lock()
+
+
+def start_drainer(using: str = DEFAULT_DB_ALIAS) -> Drainer:
+    """Start this process's drainer (idempotent; again after a fork)."""
+    global _drainer, _pid
+    with _lock:
+        if _drainer is None or _pid != os.getpid() or not _drainer.is_alive():
+            _drainer, _pid = Drainer(using), os.getpid()
+            _drainer.start()
+        return _drainer
+
+
+def stop_drainer() -> None:
+    """Stop this process's drainer, if it runs."""
+    global _drainer
+    with _lock:
+        if _drainer is not None:
+            _drainer.stop()
+        _drainer = None
+
+
+class Lifespan:
+    """ASGI wrapper: starts the drainer when the server starts, stops it at shutdown.
+
+    Servers that send ASGI lifespan events (uvicorn, hypercorn) need nothing
+    else; under one that does not (daphne), call :func:`start_drainer` in the
+    ASGI module. Other scopes go to `app` unchanged.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        """Answer lifespan messages; hand every other scope to the wrapped app."""
+        if scope["type"] != "lifespan":
+            return await self.app(scope, receive, send)
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                start_drainer()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await sync_to_async(stop_drainer, thread_sensitive=False)()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
