@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from django.core.signals import request_finished
@@ -35,7 +36,7 @@ from django.db.models.signals import m2m_changed, post_delete, post_migrate, pos
 
 from . import drain, triggers
 from .changes import MANUAL, Row, merge, row_changes, user_stream, version_tags
-from .tables import CHANGE_TABLE, concrete, is_tracked
+from .tables import CHANGE_TABLE, concrete, is_tracked, tracked_table_name
 from .tags import Tag, normalize, table_tag, wildcard_tag
 
 logger = logging.getLogger("reactive")
@@ -43,6 +44,12 @@ logger = logging.getLogger("reactive")
 __all__ = ["invalidate", "invalidate_model", "read_policy", "user_stream"]
 
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "TRUNCATE", "MERGE", "WITH")
+# The table of a single-table write as Django (and most hand-written SQL) spells it.
+_TARGET = re.compile(
+    r"\s*(?:INSERT\s+(?:OR\s+\w+\s+)?INTO|REPLACE\s+INTO|UPDATE|DELETE\s+FROM)\s+"
+    r'(?:["`]?\w+["`]?\.)?["`]?(\w+)["`]?[\s(]',
+    re.IGNORECASE,
+)
 _SNAPSHOT_LEVELS = ("REPEATABLE", "SERIALIZABLE")
 
 
@@ -121,7 +128,7 @@ def _execute(execute, sql, params, many, context):
         conn._rx_pending = False
         drain.drain(conn.alias)
     head = sql.lstrip()[:8].upper()
-    writes = head.startswith(_WRITES) and drain.ready(conn)
+    writes = head.startswith(_WRITES) and _may_capture(sql) and drain.ready(conn)
     if writes and conn.vendor == "sqlite" and conn.in_atomic_block and _state(conn) is None:
         # SQLite names no transaction: the rows past this mark are this one's (no
         # other connection commits while it holds the write lock).
@@ -134,6 +141,12 @@ def _execute(execute, sql, params, many, context):
         if "TRANSACTION" in upper and any(level in upper for level in _SNAPSHOT_LEVELS):
             _state(conn, create=True).snapshot = True
     return result
+
+
+def _may_capture(sql: str) -> bool:
+    """Whether a write statement may touch a tracked table (unknown: yes)."""
+    found = _TARGET.match(sql)
+    return found is None or found[1] == CHANGE_TABLE or tracked_table_name(found[1])
 
 
 def _stores_in_transaction(conn: BaseDatabaseWrapper) -> bool:

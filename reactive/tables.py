@@ -83,6 +83,16 @@ def tracked_tables() -> tuple[Table, ...]:
     return tuple(sorted(found, key=lambda t: t.name))
 
 
+def tracked_table_name(name: str) -> bool:
+    """Whether `name` is a tracked table (case-insensitively, as SQL compares names)."""
+    return name.lower() in _tracked_names()
+
+
+@cache
+def _tracked_names() -> frozenset[str]:
+    return frozenset(t.name.lower() for t in tracked_tables())
+
+
 @cache
 def table_of(name: str) -> Table | None:
     """The tracked table called `name`, or None."""
@@ -203,7 +213,7 @@ def _family() -> tuple[dict[type[models.Model], tuple[type[models.Model], ...]]]
 
 def reset() -> None:
     """Forget what was derived from the models and settings (settings changed, tests)."""
-    for fn in (_tracked_set, tracked_tables, table_of, tenant_column, user_column):
+    for fn in (_tracked_set, _tracked_names, tracked_tables, table_of, tenant_column, user_column):
         fn.cache_clear()
     for fn in (_decoders, _tenant_field, _family):
         fn.cache_clear()
