@@ -35,3 +35,18 @@ def test_reactive_stats_shows_hits_and_misses(alice, org_a, capsys):
     )
     hits, misses = line.split()[1:3]
     assert (int(hits), int(misses)) == (2, 1)
+
+
+@pytest.mark.django_db
+def test_no_model_change_lacks_a_migration():
+    """`makemigrations --check`: a model change without its migration fails the suite."""
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)
+
+
+@pytest.mark.django_db
+def test_reactive_triggers_are_in_step_and_printable(capsys):
+    call_command("reactive_triggers", "--check")
+    assert "in step" in capsys.readouterr().out
+    call_command("reactive_triggers", "--sql")
+    sql = capsys.readouterr().out
+    assert "reactive_change" in sql and "agency_agent" in sql
