@@ -109,6 +109,23 @@ def test_seed_twice_creates_nothing_new():
     )
 
 
+def test_seed_runs_again_after_people_used_the_demo():
+    """What users do through the API (a tool named like a demo tool, renames,
+    deletions) never stops the next `make run` from seeding."""
+    seed()
+    org = Organization.objects.order_by("created_at").first()
+    demo_tool = Tool.objects.filter(organization=org).order_by("created_at").first()
+    Tool.objects.create(organization=org, name=demo_tool.name, tool_type=demo_tool.tool_type)
+    Agent.objects.filter(organization=org).first().delete()
+    renamed = Agent.objects.filter(organization=org).first()
+    renamed.name = "Renamed by a user"
+    renamed.save()
+    Tool.objects.filter(organization=org).exclude(name=demo_tool.name).first().delete()
+    seed()
+    seed()
+    assert Tool.objects.filter(organization=org, name=demo_tool.name).count() == 2
+
+
 def test_output_lists_the_logins_and_they_work(client):
     output = seed()
     assert "Log in at http://127.0.0.1:8000/ with:" in output

@@ -316,19 +316,20 @@ class Command(BaseCommand):
         return org
 
     def seed_tools(self, org: Organization, tool_types: dict[str, ToolType]) -> dict[str, Tool]:
-        """The organization's tools by name."""
+        """The organization's tools by name (names are not unique: users add tools too)."""
         tools = {}
         for name, slug, description, config in TOOLS:
-            tools[name], created = Tool.objects.get_or_create(
-                organization=org,
-                name=name,
-                defaults={
-                    "tool_type": tool_types[slug],
-                    "description": description,
-                    "config": config,
-                },
-            )
-            self.created["tools"] += created
+            found = Tool.objects.filter(organization=org, name=name).order_by("created_at").first()
+            if found is None:
+                found = Tool.objects.create(
+                    organization=org,
+                    name=name,
+                    tool_type=tool_types[slug],
+                    description=description,
+                    config=config,
+                )
+                self.created["tools"] += 1
+            tools[name] = found
         return tools
 
     def seed_agents(self, org: Organization, count: int, tools: dict[str, Tool]) -> list[Agent]:
