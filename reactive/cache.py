@@ -45,11 +45,13 @@ REPAIR_FIRST, REPAIR_MAX = 0.1, 0.5  # the repair thread's backoff, in seconds
 BYPASS_SECONDS = 2.0  # after a failure, requests skip the cache this long (repairs probe it)
 COMPLAIN_EVERY = 10.0  # seconds between two logged tracebacks of the same failure
 _complained: dict[str, float] = {}
-# tags -> (may read, may store): capture's view of the caller's transaction.
-_policy: list[Callable[[list[str]], tuple[bool, bool]]] = []
+# tags -> (may read, may store: a bool or a function to ask before storing): capture's
+# view of the caller's transaction.
+Policy = Callable[[list[str]], tuple[bool, Any]]
+_policy: list[Policy] = []
 
 
-def set_read_policy(policy: Callable[[list[str]], tuple[bool, bool]]) -> None:
+def set_read_policy(policy: Policy) -> None:
     """Install the function that says whether a read in the caller's transaction may use the cache."""
     _policy[:] = [policy]
 
@@ -254,6 +256,8 @@ class ReactiveCache:
             raise CacheMiss()
         versions = self._ensure(vkeys, current)
         cursor = _safe(position)  # read before the handler, like the versions
+        if callable(may_store):
+            may_store = may_store()
         if not may_store:
             data = compute()
             return Lookup(dumps(data), cursor, hit=False, stale=entry is not None, _data=data)

@@ -43,7 +43,11 @@ logger = logging.getLogger("reactive")
 
 __all__ = ["invalidate", "invalidate_model", "read_policy", "user_stream"]
 
-_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "TRUNCATE", "MERGE", "WITH")
+# Statements that cannot change a row; anything else (CALL, DO, WITH, EXPLAIN
+# ANALYZE, ...) may, and is looked at. Leading comments are skipped first.
+_READS = ("SELECT", "SHOW", "SAVEPOINT", "RELEASE", "ROLLBACK", "COMMIT", "BEGIN", "START")
+_READS_TOO = ("SET", "RESET", "PRAGMA", "FETCH", "CLOSE", "LISTEN", "VALUES", "DEALLOCATE")
+_COMMENTS = re.compile(r"\s*(?:--[^\n]*(?:\n|$)|/\*.*?\*/)", re.DOTALL)
 # The table of a single-table write as Django (and most hand-written SQL) spells it.
 _TARGET = re.compile(
     r"\s*(?:INSERT\s+(?:OR\s+\w+\s+)?INTO|REPLACE\s+INTO|UPDATE|DELETE\s+FROM)\s+"
@@ -124,11 +128,14 @@ def _execute(execute, sql, params, many, context):
     conn = context["connection"]
     if getattr(conn, "_rx_internal", False):
         return execute(sql, params, many, context)
-    if getattr(conn, "_rx_pending", False) and not conn.in_atomic_block:
-        conn._rx_pending = False
-        drain.drain(conn.alias)
-    head = sql.lstrip()[:8].upper()
-    writes = head.startswith(_WRITES) and _may_capture(sql) and drain.ready(conn)
+    _drain_pending(conn)
+    text = _statement(sql)
+    head = text[:9].upper()
+    writes = _may_write(text, head) and _may_capture(text) and drain.ready(conn)
+    if conn.vendor == "sqlite" and head.startswith("BEGIN"):
+        # What this transaction changes shows in the connection's change counter,
+        # whatever ran it (a DB-API cursor Django never sees included).
+        conn._rx_changes_at_begin = _changes(conn)
     if writes and conn.vendor == "sqlite" and conn.in_atomic_block and _state(conn) is None:
         # SQLite names no transaction: the rows past this mark are this one's (no
         # other connection commits while it holds the write lock).
@@ -143,10 +150,47 @@ def _execute(execute, sql, params, many, context):
     return result
 
 
+def _statement(sql: str) -> str:
+    """`sql` past its leading whitespace and comments."""
+    position = 0
+    while True:
+        found = _COMMENTS.match(sql, position)
+        if found is None or found.end() == position:
+            return sql[position:].lstrip()
+        position = found.end()
+
+
+def _may_write(text: str, head: str) -> bool:
+    if head.startswith("EXPLAIN"):  # runs the statement only with ANALYZE
+        options = text[:60].upper()
+        return "ANALYZE" in options or "ANALYSE" in options
+    return not head.startswith(_READS + _READS_TOO)
+
+
+def _changes(conn: BaseDatabaseWrapper) -> int | None:
+    raw = conn.connection
+    return getattr(raw, "total_changes", None) if raw is not None else None
+
+
 def _may_capture(sql: str) -> bool:
     """Whether a write statement may touch a tracked table (unknown: yes)."""
     found = _TARGET.match(sql)
     return found is None or found[1] == CHANGE_TABLE or tracked_table_name(found[1])
+
+
+def _wrote_unseen(conn: BaseDatabaseWrapper) -> bool:
+    """SQLite: whether the transaction changed rows by a path the wrapper did not see."""
+    if conn.vendor != "sqlite":
+        return False
+    begin = getattr(conn, "_rx_changes_at_begin", None)
+    return begin is not None and _changes(conn) != begin
+
+
+def _pg_wrote(conn: BaseDatabaseWrapper) -> bool:
+    """PostgreSQL: whether the current transaction has written (it then has an id)."""
+    with drain.internal(conn), conn.cursor() as cursor:
+        cursor.execute("SELECT pg_current_xact_id_if_assigned() IS NOT NULL")
+        return bool(cursor.fetchone()[0])
 
 
 def _stores_in_transaction(conn: BaseDatabaseWrapper) -> bool:
@@ -159,18 +203,26 @@ def _stores_in_transaction(conn: BaseDatabaseWrapper) -> bool:
     return not any(name in level for name in _SNAPSHOT_LEVELS)
 
 
-def read_policy(tags: list[Tag], using: str = DEFAULT_DB_ALIAS) -> tuple[bool, bool]:
-    """(may read the cache, may store in it) for a query with `tags`, on `using`."""
+def read_policy(tags: list[Tag], using: str = DEFAULT_DB_ALIAS) -> tuple[bool, Any]:
+    """(may read the cache, may store in it) for a query with `tags`, on `using`.
+
+    "May store" is a bool, or a function to ask right before storing.
+    """
     conn = connections[using]
     if not conn.in_atomic_block:
-        if getattr(conn, "_rx_pending", False):
-            conn._rx_pending = False
-            drain.drain(using)  # a write this thread committed is published before it reads
+        _drain_pending(conn)  # a write this thread committed is published before it reads
         return True, True
     state = _state(conn)
     store = _stores_in_transaction(conn)
+    if state is None and _wrote_unseen(conn):
+        state = _state(conn, create=True)
+        state.everything = True
     if state is None:
-        return True, store
+        # A write on a DB-API cursor Django never sees: PostgreSQL knows (checked
+        # only before storing, so a hit costs no query); SQLite told _wrote_unseen.
+        return True, (
+            lambda: not _pg_wrote(conn)
+        ) if store and conn.vendor == "postgresql" else store
     if state.unread:
         state.read(conn)
     if state.everything or not state.touched.isdisjoint(tags):
@@ -198,10 +250,19 @@ def _values(instance: models.Model) -> dict[str, Any]:
 
 def _on_save(sender, instance, using=None, **kwargs) -> None:
     _touch(using, sender, _values(instance))
+    _drain_pending(connections[using or DEFAULT_DB_ALIAS])
 
 
 def _on_delete(sender, instance, using=None, **kwargs) -> None:
     _touch(using, sender, _values(instance))
+    _drain_pending(connections[using or DEFAULT_DB_ALIAS])
+
+
+def _drain_pending(conn: BaseDatabaseWrapper) -> None:
+    """Drain a committed write SQLite held open for its RETURNING rows, now that they are read."""
+    if getattr(conn, "_rx_pending", False) and not conn.in_atomic_block:
+        conn._rx_pending = False
+        drain.drain(conn.alias)
 
 
 def _on_m2m(sender, instance, action, using=None, **kwargs) -> None:
@@ -268,9 +329,7 @@ def _after_migrate(sender, using=DEFAULT_DB_ALIAS, **kwargs) -> None:
 
 def _after_request(sender=None, **kwargs) -> None:
     for conn in connections.all(initialized_only=True):
-        if getattr(conn, "_rx_pending", False) and not conn.in_atomic_block:
-            conn._rx_pending = False
-            drain.drain(conn.alias)
+        _drain_pending(conn)
 
 
 def install(app_config: Any = None) -> None:

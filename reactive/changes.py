@@ -75,6 +75,9 @@ def version_tags(model: type[models.Model], values: Mapping[str, Any]) -> set[Ta
     """
     tags = row_tags(model, values)
     pk = values.get(model._meta.pk.attname)
+    if _inherits_scopes(model):
+        # A scope on a parent's column: this table's row does not say its value.
+        tags.add(wildcard_tag(model))
     for parent in ancestors(model):
         tags.add(table_tag(parent))
         if pk is not None:
@@ -82,6 +85,11 @@ def version_tags(model: type[models.Model], values: Mapping[str, Any]) -> set[Ta
     for child in descendants(model):
         tags |= row_tags(child, {**values, child._meta.pk.attname: pk})
     return tags
+
+
+def _inherits_scopes(model: type[models.Model]) -> bool:
+    local = {f.attname for f in model._meta.local_concrete_fields}
+    return any(name not in local for name in scoped_fields(model))
 
 
 def _streams(model: type[models.Model], values: Mapping[str, Any]) -> set[str]:

@@ -159,6 +159,8 @@ def _drain_shared(conn: BaseDatabaseWrapper, wait: bool) -> int:
 
 
 def _drain_local(conn: BaseDatabaseWrapper) -> int:
+    if conn.vendor == "postgresql":
+        return _drain_local_pg(conn)
     alias = conn.alias
     total = 0
     with _lock, internal(conn):
@@ -194,6 +196,42 @@ def _everything() -> Changes:
     return {None: tags}
 
 
+# PostgreSQL, local mode: ids are taken at insert, so a transaction still open
+# when the mark moved past its id commits below the mark. Rows of every
+# transaction that was open at the last read (txid >= that read's xmin) are
+# read again, and those already published skipped.
+_low: dict[str, int] = {}
+_published: dict[str, dict[int, int]] = {}  # alias -> row id -> txid
+
+
+def _drain_local_pg(conn: BaseDatabaseWrapper) -> int:
+    alias = conn.alias
+    with _lock, internal(conn), conn.cursor() as cursor:
+        mark, low = _marks.setdefault(alias, 0), _low.get(alias, 0)
+        cursor.execute(
+            f"SELECT {COLUMNS}, pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
+            f"FROM {CHANGE_TABLE} WHERE id > %s OR txid >= %s ORDER BY id",
+            [mark, low],
+        )
+        records = cursor.fetchall()
+        done = _published.setdefault(alias, {})
+        rows = [Row(*r[:-1]) for r in records if r[0] not in done]
+        if rows and not events.publish(*transactions(rows)):
+            return 0
+        if records:
+            low = records[0][-1]
+        else:
+            cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            low = cursor.fetchone()[0]
+        done.update((row.id, row.txid or 0) for row in rows)
+        for row_id in [i for i, txid in done.items() if txid < low]:
+            del done[row_id]
+        _low[alias] = low
+        _marks[alias] = max([mark, *(row.id for row in rows)])
+        _prune(conn)
+    return len(rows)
+
+
 def _prune(conn: BaseDatabaseWrapper) -> None:
     now = time.monotonic()
     if now - _pruned_at.get(conn.alias, 0.0) < PRUNE_EVERY:
@@ -201,16 +239,15 @@ def _prune(conn: BaseDatabaseWrapper) -> None:
     _pruned_at[conn.alias] = now
     keep = reactive_settings()["CHANGE_RETENTION_SECONDS"]
     with conn.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {CHANGE_TABLE} WHERE at < %s", [_db_now(conn) - keep])
-
-
-def _db_now(conn: BaseDatabaseWrapper) -> float:
-    with conn.cursor() as cursor:
         if conn.vendor == "postgresql":
-            cursor.execute("SELECT extract(epoch FROM now())")
+            cursor.execute(
+                f"DELETE FROM {CHANGE_TABLE} WHERE at < now() - make_interval(secs => %s)", [keep]
+            )
         else:
-            cursor.execute("SELECT (julianday('now') - 2440587.5) * 86400.0")
-        return float(cursor.fetchone()[0])
+            cursor.execute(
+                f"DELETE FROM {CHANGE_TABLE} WHERE at < (julianday('now') - 2440587.5) * 86400.0 - %s",
+                [keep],
+            )
 
 
 def _overflowed(conn: BaseDatabaseWrapper) -> bool:

@@ -7,3 +7,7 @@ class TestAppConfig(AppConfig):
     name = "tests.testapp"
     label = "testapp"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        """Declare the app's reactive functions (tests/testapp/functions.py)."""
+        from . import functions  # noqa: F401

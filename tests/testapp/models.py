@@ -13,6 +13,9 @@ class Shelf(models.Model):
     code = models.CharField(max_length=20, unique=True)
     name = models.CharField(max_length=100)
 
+    def __str__(self) -> str:
+        return self.code
+
 
 class Author(models.Model):
     """Scoped dependencies on ``country`` name a column that is not a foreign key."""
@@ -20,11 +23,17 @@ class Author(models.Model):
     name = models.CharField(max_length=100)
     country = models.CharField(max_length=2, default="")
 
+    def __str__(self) -> str:
+        return self.name
+
 
 class Label(models.Model):
     """The other side of a many-to-many."""
 
     name = models.CharField(max_length=50)
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Book(models.Model):
@@ -39,12 +48,18 @@ class Book(models.Model):
     pages = models.IntegerField(default=0)
     summary = models.TextField(blank=True)
 
+    def __str__(self) -> str:
+        return self.title
+
 
 class PublishedBook(Book):
     """A proxy: writes through it are writes to books."""
 
     class Meta:
         proxy = True
+
+    def __str__(self) -> str:
+        return self.title
 
 
 class Place(models.Model):
@@ -53,9 +68,15 @@ class Place(models.Model):
     name = models.CharField(max_length=100)
     city = models.CharField(max_length=50, default="")
 
+    def __str__(self) -> str:
+        return self.name
+
 
 class Restaurant(Place):
     """A child of multi-table inheritance: its pk is ``place_ptr_id``."""
 
     serves_pizza = models.BooleanField(default=False)
     rating = models.IntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.name
