@@ -2,9 +2,10 @@
 
 With a shared cache (Redis), rows are claimed and deleted by whoever drains
 them, in the transaction that publishes them: a process killed before its
-publish commits leaves its rows for the next drainer, and ``FOR UPDATE SKIP
-LOCKED`` (the write lock on SQLite) makes N drainers publish each row once.
-When publishing fails (Redis down) the claim rolls back and the rows wait.
+publish commits leaves its rows for the next drainer, and an advisory lock
+(the write lock on SQLite) makes N drainers take turns, so each row is
+published once and each transaction's rows together. When publishing fails
+(Redis down) the claim rolls back and the rows wait.
 
 With a cache of this process's own (locmem: embedded mode), every process must
 see every row, so nothing is claimed: each process reads the rows past its own
@@ -32,7 +33,9 @@ from .tags import table_tag, wildcard_tag
 
 logger = logging.getLogger("reactive")
 
-BATCH = 1000  # rows claimed per transaction
+BATCH = 1000  # rows claimed per transaction (SQLite), read per query (local mode)
+TRANSACTIONS = 200  # writing transactions claimed at once (PostgreSQL)
+LOCK_KEY = 0x7278_6368  # the advisory lock drainers take turns with ("rxch")
 MAX_ROUNDS = 100  # a writer's drain gives up after this many claims (a drainer goes on)
 PRUNE_EVERY = 10.0  # seconds between two prunes of a local-mode process
 COLUMNS = "id, tbl, op, old, new, txid"
@@ -87,8 +90,10 @@ def internal(conn: BaseDatabaseWrapper):
 def drain(using: str = "default", *, wait: bool = True) -> int:
     """Publish committed change rows; returns how many were published.
 
-    `wait`: a writer draining after its commit waits for rows another drainer
-    holds (they are published when it returns); the background drainer skips them.
+    `wait` (a writer, right after its commit): its rows must be published when
+    this returns; it waits its turn behind other drainers, which publish them
+    if they claimed them first. The background drainer (``wait=False``) also
+    handles an overflowing change table (``MAX_PENDING_CHANGES``).
     """
     conn = connections[using]
     if conn.in_atomic_block or not ready(conn):
@@ -107,22 +112,26 @@ def _rows(cursor) -> list[Row]:
     return sorted(rows, key=lambda r: r.id)
 
 
-def _claim(conn: BaseDatabaseWrapper, top: int | None, skip_locked: bool) -> list[Row]:
-    """Delete and return up to BATCH rows, oldest first; `top`: only ids up to it (0: up to now)."""
-    where, params = "", []
-    if top == 0:
-        where = f"WHERE id <= (SELECT MAX(id) FROM {CHANGE_TABLE})"
-    elif top is not None:
-        where, params = "WHERE id <= %s", [top]
-    lock = ""
-    if conn.vendor == "postgresql":
-        lock = "FOR UPDATE SKIP LOCKED" if skip_locked else "FOR UPDATE"
+def _claim(conn: BaseDatabaseWrapper) -> list[Row]:
+    """Delete and return the oldest committed change rows, whole transactions at a time.
+
+    PostgreSQL: under a transaction-scoped advisory lock, so that drainers take
+    turns and a transaction's rows are never split between two of them (it
+    would become two events); a writer waiting for the lock finds its rows
+    published by whoever held it. SQLite: the write lock of BEGIN IMMEDIATE.
+    """
     with conn.cursor() as cursor:
-        cursor.execute(
-            f"DELETE FROM {CHANGE_TABLE} WHERE id IN (SELECT id FROM {CHANGE_TABLE} {where} "
-            f"ORDER BY id LIMIT {BATCH} {lock}) RETURNING {COLUMNS}",
-            params,
-        )
+        if conn.vendor == "postgresql":
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+            cursor.execute(
+                f"DELETE FROM {CHANGE_TABLE} WHERE txid IN (SELECT txid FROM {CHANGE_TABLE} "
+                f"GROUP BY txid ORDER BY MIN(id) LIMIT {TRANSACTIONS}) RETURNING {COLUMNS}"
+            )
+        else:
+            cursor.execute(
+                f"DELETE FROM {CHANGE_TABLE} WHERE id IN (SELECT id FROM {CHANGE_TABLE} "
+                f"ORDER BY id LIMIT {BATCH}) RETURNING {COLUMNS}"
+            )
         return _rows(cursor)
 
 
@@ -138,23 +147,17 @@ def _drain_shared(conn: BaseDatabaseWrapper, wait: bool) -> int:
     with internal(conn):
         if not wait and _overflowed(conn):
             return 0
-        # A writer needs the rows committed before it drains, not those of later
-        # writers: it claims up to the newest id at its first claim (0), and waits
-        # for rows another drainer holds (they are published once it may take them).
-        top = 0 if wait else None
         for _ in range(MAX_ROUNDS):
             try:
                 with transaction.atomic(using=conn.alias):
-                    rows = _claim(conn, top, skip_locked=not wait)
+                    rows = _claim(conn)
                     if rows and not events.publish(*transactions(rows)):
                         raise _Unpublished
             except _Unpublished:
                 return total
             total += len(rows)
-            if len(rows) < BATCH:
+            if len(rows) < BATCH and len({row.txid for row in rows}) < TRANSACTIONS:
                 return total
-            if top == 0:
-                top = max_id(conn)
     return total
 
 

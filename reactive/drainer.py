@@ -19,6 +19,7 @@ from asgiref.sync import sync_to_async
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from . import drain
+from .cache import reactive_cache
 from .conf import reactive_settings
 from .triggers import CHANNEL
 
@@ -45,9 +46,10 @@ class Drainer(threading.Thread):
             return float(configured)
         return 2.0 if connections[self.using].vendor == "postgresql" else 0.1
 
-    def wake(self) -> None:
-        """Drain now (a writer of this process left rows it could not drain itself)."""
+    def wake(self) -> bool:
+        """Drain now (rows wait that could not be published: the cache is back)."""
         self.woken.set()
+        return True
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop and wait for the thread; closes its database connections."""
@@ -60,6 +62,8 @@ class Drainer(threading.Thread):
         """Drain, then wait for a notification or the poll, until stopped."""
         listener = None
         delay = self.poll
+        # Rows whose publish failed (Redis away) go out as soon as the cache is repaired.
+        reactive_cache().after_repair.append(self.wake)
         try:
             while not self.stopping.is_set():
                 try:
@@ -74,6 +78,7 @@ class Drainer(threading.Thread):
                     delay = min(delay * 2, BACKOFF_MAX)
                 self._wait(listener, delay)
         finally:
+            reactive_cache().after_repair.remove(self.wake)
             _close(listener)
             connections.close_all()
 

@@ -68,7 +68,8 @@ def change_table_sql(conn: BaseDatabaseWrapper) -> list[str]:
     if conn.vendor == "postgresql":
         return [
             f"CREATE TABLE IF NOT EXISTS {t} (id bigserial PRIMARY KEY, tbl text NOT NULL, "
-            "op char(1) NOT NULL, old json, new json, txid bigint, "
+            "op char(1) NOT NULL, old json, new json, "
+            "txid bigint NOT NULL DEFAULT pg_current_xact_id()::text::bigint, "
             "at timestamptz NOT NULL DEFAULT now())",
             f"CREATE OR REPLACE FUNCTION {PREFIX}truncated() RETURNS trigger LANGUAGE plpgsql AS $$\n"
             f"BEGIN\n  INSERT INTO {t} (tbl, op, txid) "

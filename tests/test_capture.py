@@ -78,13 +78,16 @@ def test_queryset_update_old_and_new_scopes(published, org_a, org_b):
     assert {agents_of(org_a), agents_of(org_b), row_tag(Agent, agent.pk)} <= tags
 
 
-def test_queryset_update_without_scope_change_reads_once(
-    published, org_a, django_assert_max_num_queries
-):
+def test_queryset_update_reads_no_row_and_drains_in_one_claim(published, org_a):
+    from django.test.utils import CaptureQueriesContext
+
     Agent.objects.create(organization=org_a, name="1", role="r")
     published.clear()
-    with django_assert_max_num_queries(2 + 2):  # select + update, inside one transaction
+    with CaptureQueriesContext(connection) as queries:
         Agent.objects.filter(organization=org_a).update(name="renamed")
+    statements = [q["sql"] for q in queries.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")]
+    assert [q for q in statements if Agent._meta.db_table in q] == [statements[-1]]
+    assert len(statements) <= 3, statements  # the update, then (lock and) claim
     assert agents_of(org_a) in tags_of(published)
 
 
