@@ -19,7 +19,7 @@ install: $(VENV)/.installed
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
-	$(VENV)/bin/uvicorn teamhub.asgi:application --host $(HOST) --port $(PORT) --ws-per-message-deflate false --ws-max-size 131072
+	$(VENV)/bin/uvicorn teamhub.asgi:application --host $(HOST) --port $(PORT) --ws-per-message-deflate false --ws-max-size 131072 --timeout-graceful-shutdown 5
 
 ## Install and run the whole test suite (in the mode the environment selects).
 test: install

@@ -5,6 +5,8 @@ subscribes to a query by name and input; the server runs it (checking access),
 answers with its key, tags and cursor, and from then on pushes an
 ``invalidate`` (or, with ``"data": true``, a fresh ``result``) only for that
 client's own subscriptions. ``since`` resumes from a cursor after a reconnect.
+A refused connection is accepted and closed at once (4401 identity, 1008
+policy) so that a browser sees why; a shutdown closes with 1012.
 """
 
 from __future__ import annotations
@@ -38,7 +40,20 @@ MAX_FRAME = 64 * 1024  # bytes of one client message
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_RESTART = 1012  # the server is shutting down (or restarting): reconnect
 RAW_SEND = "reactive.raw_send"  # the server's own send, put in the scope by routing.OriginCheck
+
+
+async def refuse(send, code: int) -> None:
+    """Complete the handshake, then close with `code` (4401 no identity, 1008 policy).
+
+    Closing before the handshake would make the server answer HTTP 403, which
+    a browser reports as close 1006 whatever the reason: a client could not
+    tell "log in again" from "this origin is refused". Nothing is read from
+    the connection and nothing else is sent on it.
+    """
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": code})
 
 
 @dataclass
@@ -95,7 +110,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         self.stream: Stream | None = None
         self.pump: asyncio.Task | None = None
         if self.user is None or not self.user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await refuse(self.base_send, CLOSE_UNAUTHENTICATED)
             return
         rate = reactive_settings()["MAX_MESSAGES_PER_SECOND"]
         self.limit = RateLimit(rate, rate * 2)
@@ -134,13 +149,8 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_TOO_BIG)
             return
         if not self.limit.allow():
-            await self.send_json(
-                {
-                    "type": "error",
-                    "status": 429,
-                    "error": {"code": "rate_limited", "message": "Too many messages; slow down."},
-                }
-            )
+            # Dropped unread (reading it is what a flood should not cost): no id to echo.
+            await self.error(None, 429, "rate_limited", "Too many messages; slow down.")
             return
         try:
             message = parse_json(text_data)
@@ -269,23 +279,25 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
 
     async def forward(self) -> None:
         """Pump hub events into this client's matching subscriptions."""
-        next_check = identity.recheck_deadline()
+        self.stream.recheck_in(identity.recheck_delay())
         try:
             while True:
                 event = await self.stream.get()
+                if self.stream.ended:  # the server shuts down: reconnect elsewhere
+                    await self.close(code=CLOSE_RESTART)
+                    return
                 if self.stream.overflowed:
                     self.stream.overflowed = False
                     await self.send_json({"type": "reset", "id": None})
-                    continue
-                if event is None:
-                    await self.send_frame({"type": "websocket.send", "text": HEARTBEAT})
-                else:
+                elif event is not None:
                     for sub in list(self.subs.values()):
                         if event.tenant in sub.tenants and not sub.tags.isdisjoint(event.tag_set):
                             await self.notify(sub, event)
+                elif not self.stream.due:  # else the re-check's timer woke the stream
+                    await self.send_frame({"type": "websocket.send", "text": HEARTBEAT})
                 touched = event is not None and not self.watched.isdisjoint(event.tag_set)
-                if touched or time.monotonic() > next_check:
-                    next_check = identity.recheck_deadline()
+                if touched or self.stream.due:
+                    self.stream.recheck_in(identity.recheck_delay())
                     if not await self.recheck():
                         return
         except asyncio.CancelledError:

@@ -21,6 +21,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from . import drain
 from .cache import reactive_cache
 from .conf import reactive_settings
+from .fanout import close_hub, shutdown
 from .triggers import CHANNEL
 
 logger = logging.getLogger("reactive")
@@ -55,6 +56,8 @@ class Drainer(threading.Thread):
         """Stop and wait for the thread; closes its database connections."""
         self.stopping.set()
         self.woken.set()
+        if self.is_alive() and connections[self.using].vendor == "postgresql":
+            _notify(self.using)  # wakes the listener out of its wait for a notification
         if self.is_alive():
             self.join(timeout)
 
@@ -103,6 +106,17 @@ def _listen(using: str):
     listener = psycopg.connect(**params, autocommit=True)
     listener.execute(f"LISTEN {CHANNEL}")
     return listener
+
+
+def _notify(using: str) -> None:
+    conn = connections[using]
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(f"NOTIFY {CHANNEL}")
+    except Exception:
+        logger.debug("reactive: could not wake the drainer", exc_info=True)
+    finally:
+        conn.close()
 
 
 def _close(listener) -> None:
@@ -157,6 +171,8 @@ class Lifespan:
                 start_drainer()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                shutdown()  # open streams end (when the server did not end them already)
+                await close_hub()
                 await sync_to_async(stop_drainer, thread_sensitive=False)()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -9,6 +9,14 @@ is used through one group member per process. The SSE frame is built once
 per event. Each event names its tenant's previous event (``prev``), so a hub
 that sees a hole (a message lost or reordered) reads the log to fill it before
 dispatching: connections receive every event, in order.
+
+Shutdown: an ASGI server waits for open connections to finish before it tells
+the application (uvicorn sends ``lifespan.shutdown`` only after they close),
+and a stream never finishes by itself. So the hub chains the server's SIGTERM
+and SIGINT handlers (see :func:`install_shutdown_hook`): on either signal every
+stream of the process ends (:meth:`Stream.end`), SSE responses complete and
+WebSockets close with 1012, and the server's graceful shutdown goes on at once.
+:func:`shutdown` does the same for servers that signal otherwise.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import signal
+import threading
 import time
 import weakref
 from collections import defaultdict
@@ -63,6 +73,9 @@ class Stream:
         self.tenants = set(tenants)
         self.queue: asyncio.Queue[Event | None] = asyncio.Queue(QUEUE_SIZE)
         self.overflowed = False
+        self.ended = False  # the server is shutting down: the connection should end now
+        self.due = False  # the connection's access re-check is due (see recheck_in)
+        self.timer: asyncio.TimerHandle | None = None
 
     def deliver(self, event: Event) -> None:
         """Queue `event` for the connection; when the queue is full, mark the stream overflowed."""
@@ -81,8 +94,41 @@ class Stream:
         self.overflowed = True
         self.beat()  # wake the connection now, not at the next event or heartbeat
 
+    def end(self) -> None:
+        """The process is shutting down: wake the connection, which sees `ended` and closes."""
+        self.ended = True
+        self.cancel_timer()
+        self.beat()  # a full queue wakes it anyway, at its next event
+
+    def recheck_in(self, delay: float) -> None:
+        """Set `due` in `delay` seconds, waking the connection then (with a None).
+
+        One timer per stream and re-check, instead of a timeout around every
+        wait for an event (several microseconds each, per event and connection):
+        the re-check comes on time whether events flow or not. Each call
+        replaces the previous timer and clears `due`.
+        """
+        self.cancel_timer()
+        self.due = False
+        self.timer = asyncio.get_running_loop().call_later(delay, self._recheck_due)
+
+    def _recheck_due(self) -> None:
+        self.timer = None
+        self.due = True
+        self.beat()  # a full queue wakes it anyway, at its next event
+
+    def cancel_timer(self) -> None:
+        """Forget the pending re-check timer, if any."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
     async def get(self) -> Event | None:
-        """The next event, or None for a heartbeat (the hub beats for every stream at once)."""
+        """The next event, or None for a heartbeat (the hub beats for every stream at once).
+
+        None also when the re-check is due (`due`) or the stream `ended`: the
+        connection looks at both after every wake.
+        """
         return await self.queue.get()
 
     async def follow(self, tenant: str) -> None:
@@ -98,6 +144,7 @@ class Stream:
 
     def close(self) -> None:
         """Called when the connection ends: detach the stream from the hub."""
+        self.cancel_timer()
         self.hub.detach(self)
 
 
@@ -115,16 +162,27 @@ class Hub:
         self.ready = asyncio.Event()
         self.up = False  # the listener is subscribed (its backoff restarts after a failure)
         self.dispatched = 0
+        self.stopping = False  # the process is shutting down: streams end, none starts
+        self.closing: asyncio.Task | None = None
 
     async def open(self, tenants: set[str]) -> Stream:
-        """A new stream following `tenants` (and the global tenant); starts the listener."""
+        """A new stream following `tenants` (and the global tenant); starts the listener.
+
+        While the process shuts down the stream is ended at once (and follows
+        nothing): its connection says goodbye, and the client reconnects elsewhere.
+        """
         stream = Stream(self, tenants)
+        if self.stopping:
+            stream.end()
+            return stream
         await self.attach(stream, stream.tenants | {GLOBAL_TENANT})
         stream.tenants.add(GLOBAL_TENANT)
         return stream
 
     async def attach(self, stream: Stream, tenants: set[str]) -> None:
         """Add `stream` to `tenants`' followers, positioning new tenants, and start the listener."""
+        if self.stopping:  # its connection is about to end: no listener to start again
+            return
         for tenant in tenants:
             if tenant not in self.last:
                 # Start from the tenant's newest event (or the log's position if it
@@ -290,7 +348,34 @@ class Hub:
             for stream in {s for followers in self.streams.values() for s in followers}:
                 stream.beat()
 
+    def shutdown(self) -> None:
+        """End every stream (their connections close) and stop the listener; refuse new ones."""
+        if self.stopping:
+            return
+        self.stopping = True
+        streams = {s for followers in self.streams.values() for s in followers}
+        logger.info("reactive: shutting down; ending %d stream(s)", len(streams))
+        for stream in streams:
+            stream.end()
+        self.closing = asyncio.get_running_loop().create_task(
+            self.close_quietly(), context=contextvars.Context()
+        )
+
+    async def close_quietly(self) -> None:
+        """:meth:`stop`, logging instead of raising (Redis may be the reason for the shutdown)."""
+        try:
+            await self.stop()
+        except Exception:
+            logger.warning("reactive: could not stop the fan-out listener cleanly", exc_info=True)
+
     async def close(self) -> None:
+        """Stop the listener (or wait for :meth:`shutdown`'s stopping it)."""
+        if self.closing is not None:
+            await self.closing
+            return
+        await self.stop()
+
+    async def stop(self) -> None:
         """Stop the listener by a message, not a cancellation (which can hang a Redis read)."""
         if self.beats is not None:
             self.beats.cancel()
@@ -354,6 +439,7 @@ class Hub:
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+_stopping = False  # shutdown() was called: the process is going away
 
 
 def get_hub() -> Hub:
@@ -362,7 +448,57 @@ def get_hub() -> Hub:
     hub = _hubs.get(loop)
     if hub is None:
         hub = _hubs[loop] = Hub()
+        hub.stopping = _stopping  # a first stream after the signal ends at once too
+        install_shutdown_hook()
     return hub
+
+
+def shutdown() -> None:
+    """End every open stream of this process, from any thread or a signal handler.
+
+    SSE responses complete (``EventSource`` reconnects, to another worker or to
+    this one restarted, with ``Last-Event-ID``) and WebSockets close with 1012.
+    Streams opened afterwards end at once. Idempotent.
+    """
+    global _stopping
+    _stopping = True
+    try:
+        hubs = list(_hubs.items())
+    except RuntimeError:  # changed size while a signal interrupted a change: once more
+        hubs = list(_hubs.items())
+    for loop, hub in hubs:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(hub.shutdown)
+
+
+SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def install_shutdown_hook() -> None:
+    """Chain :func:`shutdown` before the server's own SIGTERM and SIGINT handlers.
+
+    uvicorn (like most ASGI servers) handles these signals in Python and then
+    waits for open connections before anything else, so streams must hear of the
+    signal itself. Installed only over a Python handler that a server set (not
+    over the default ones: there the signal ends the process anyway), from the
+    main thread, once per handler; the server's handler still runs, unchanged.
+    uvicorn puts its original handlers back when it stops, which removes this one.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in SHUTDOWN_SIGNALS:
+        previous = signal.getsignal(sig)
+        if not callable(previous) or previous is signal.default_int_handler:
+            continue
+        if getattr(previous, "reactive_shutdown", False):
+            continue
+
+        def handler(signum, frame, previous=previous):
+            shutdown()
+            previous(signum, frame)
+
+        handler.reactive_shutdown = True
+        signal.signal(sig, handler)
 
 
 async def close_hub() -> None:

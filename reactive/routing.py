@@ -11,7 +11,7 @@ from django.conf import settings
 from django.http.request import validate_host
 from django.urls import path
 
-from .consumers import RAW_SEND, ReactiveConsumer
+from .consumers import CLOSE_POLICY, RAW_SEND, ReactiveConsumer, refuse
 
 
 class OriginCheck:
@@ -19,6 +19,8 @@ class OriginCheck:
 
     Browsers always send Origin, so this stops cross-site pages from riding a
     user's cookies; clients without one (scripts with a token) are let through.
+    A refused connection is accepted and closed at once with 1008, before the
+    session or any message is read, so that a browser can tell it from 4401.
     """
 
     def __init__(self, app):
@@ -27,7 +29,9 @@ class OriginCheck:
     async def __call__(self, scope, receive, send):
         origin = dict(scope.get("headers", [])).get(b"origin")
         if origin is not None and not self.allowed(origin.decode("latin-1")):
-            await send({"type": "websocket.close", "code": 1008})
+            message = await receive()  # websocket.connect (or a disconnect already)
+            if message["type"] == "websocket.connect":
+                await refuse(send, CLOSE_POLICY)  # a browser sees close 1008, not 1006
             return None
         return await self.app({**scope, RAW_SEND: send}, receive, send)
 

@@ -4,14 +4,18 @@ A stream replays the log after ``Last-Event-ID`` (or ``since``) before live
 events, says ``reset`` when that position is older than the log, sends a
 heartbeat comment every ``HEARTBEAT_SECONDS``, and re-checks the caller's
 identity and access when an event touches their memberships, tokens or user
-row (and every ``RECHECK_SECONDS``): a removed member, a revoked token, a
-logged-out session or a deactivated user ends the stream without reconnecting.
+row (and at least every ``RECHECK_SECONDS``, by a timer of its own): a
+removed member, a revoked token, a logged-out session or a deactivated user
+ends the stream without reconnecting. When the server shuts down the stream
+ends cleanly (a last ``retry``, then the response completes), and
+``EventSource`` reconnects by itself with ``Last-Event-ID``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -52,6 +56,15 @@ async def request_user(request: HttpRequest) -> Any:
 def access_tags(user: Any) -> set[str]:
     """The tags whose events make a stream of `user` re-check its access."""
     return {t.format(user=user.pk) for t in reactive_settings()["ACCESS_TAGS"]}
+
+
+def shutdown_frame() -> bytes:
+    """The last frame of a stream whose server shuts down, before the response completes.
+
+    A comment, and a ``retry`` spread over 1-3 s: the clients of a stopping
+    worker reconnect (with ``Last-Event-ID``) over a few seconds, not all at once.
+    """
+    return f": shutdown\nretry: {random.randint(RETRY_MS, 3 * RETRY_MS)}\n\n".encode()
 
 
 def reset_frame(position: str, reason: str) -> bytes:
@@ -112,23 +125,26 @@ async def event_stream(
             frames, last = await replay([tenant, GLOBAL_TENANT], since)
             for frame in frames:
                 yield frame
-        next_check = identity.recheck_deadline()
+        stream.recheck_in(identity.recheck_delay())
         while True:
             event = await stream.get()
-            if stream.overflowed:
+            if stream.ended:  # the server shuts down: EventSource reconnects elsewhere
+                yield shutdown_frame()
+                return
+            if stream.overflowed:  # `event` too is in the log, after `last`
                 stream.overflowed = False
                 frames, last = await replay([tenant, GLOBAL_TENANT], last)
                 for frame in frames:
                     yield frame
-                continue
-            if event is None:
-                yield b": heartbeat\n\n"
+            elif event is None:
+                if not stream.due:  # else the re-check's timer woke the stream
+                    yield b": heartbeat\n\n"
             elif event.tenant != own and int(event.id) > last:
                 yield event.sse
                 last = int(event.id)
-            recheck = event is not None and not watched.isdisjoint(event.tag_set)
-            if recheck or time.monotonic() > next_check:
-                next_check = identity.recheck_deadline()
+            touched = event is not None and not watched.isdisjoint(event.tag_set)
+            if touched or stream.due:
+                stream.recheck_in(identity.recheck_delay())
                 allowed = await inline.call(
                     still_allowed, reauthenticate, tenant, thread=database_sync_to_async
                 )

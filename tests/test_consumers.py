@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+import time
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.conf import settings
 
 from agency.models import Agent, ApiToken, Membership
 from teamhub.asgi import application
+from tests.conftest import client_for
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -20,10 +22,15 @@ pytestmark = [
 WAIT = 5  # seconds any expected message may take
 
 
-async def connect(user=None, *, origin: bytes | None = None, token: str | None = None):
+async def connect(
+    user=None, *, origin: bytes | None = None, token: str | None = None, cookie: str | None = None
+):
     headers = []
     if origin is not None:
         headers.append((b"origin", origin))
+    if cookie is not None:
+        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
+        user = None
     if user is not None and token is None:
         token = (await sync_to_async(ApiToken.issue)(user, "ws"))[1]
     if token is not None:
@@ -31,6 +38,14 @@ async def connect(user=None, *, origin: bytes | None = None, token: str | None =
     comm = WebsocketCommunicator(application, "/ws/reactive/", headers=headers)
     connected, code = await comm.connect(timeout=WAIT)
     return comm, connected, code
+
+
+async def refused(comm, connected) -> int:
+    """A refusal completes the handshake, then closes at once: the close code."""
+    assert connected  # not an HTTP 403 on the upgrade, which a browser sees as 1006
+    closed = await comm.receive_output(WAIT)
+    assert closed["type"] == "websocket.close"
+    return closed["code"]
 
 
 async def subscribe(comm, sub_id, name, data=False, since=None, **inp):
@@ -41,18 +56,39 @@ async def subscribe(comm, sub_id, name, data=False, since=None, **inp):
     return await comm.receive_json_from(WAIT)
 
 
+async def session_of(user):
+    """A stored session of `user` (logged in as a browser would be)."""
+    from importlib import import_module
+
+    client = await sync_to_async(client_for)(user)
+    key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    return import_module(settings.SESSION_ENGINE).SessionStore(key)
+
+
 def create_agent(org, name="new"):
     return sync_to_async(Agent.objects.create)(organization=org, name=name, role="r")
 
 
 async def test_anonymous_is_refused():
-    comm, connected, code = await connect()
-    assert not connected and code == 4401
+    comm, connected, _ = await connect()
+    assert await refused(comm, connected) == 4401
+
+
+async def test_bad_token_is_refused():
+    comm, connected, _ = await connect(token="not-a-token")
+    assert await refused(comm, connected) == 4401
+
+
+async def test_logged_out_session_is_refused(alice):
+    session = await session_of(alice)
+    await sync_to_async(session.delete)()
+    comm, connected, _ = await connect(cookie=session.session_key)
+    assert await refused(comm, connected) == 4401
 
 
 async def test_foreign_origin_is_refused(alice):
     comm, connected, _ = await connect(alice, origin=b"https://evil.example")
-    assert not connected
+    assert await refused(comm, connected) == 1008
     comm, connected, _ = await connect(alice, origin=b"http://localhost")
     assert connected
     await comm.disconnect()
@@ -153,10 +189,18 @@ async def test_garbage_frames_and_limits(alice, org_a, settings):
     reply = await subscribe(comm, "s3", "tools.getAll", organizationId=str(org_a.pk))
     assert reply["status"] == 429 and reply["error"]["code"] == "too_many_subscriptions"
     statuses = []
+    limited = None
     for _ in range(20):
         await comm.send_json_to({"type": "ping"})
-        statuses.append((await comm.receive_json_from(WAIT)).get("status"))
+        reply = await comm.receive_json_from(WAIT)
+        statuses.append(reply.get("status"))
+        limited = reply if reply.get("status") == 429 else limited
     assert 429 in statuses  # the flood is throttled, the connection stays up
+    assert {k: limited[k] for k in ("type", "id", "status")} == {
+        "type": "error",
+        "id": None,
+        "status": 429,
+    }
     await comm.send_to(text_data=json.dumps({"type": "ping", "pad": "x" * 70_000}))
     closed = await comm.receive_output(WAIT)
     assert closed["type"] == "websocket.close" and closed["code"] == 1009
@@ -172,9 +216,8 @@ async def test_binary_frame_closes(alice):
 async def test_revoked_token_cannot_connect(alice):
     row, raw = await sync_to_async(ApiToken.issue)(alice, "ws")
     await sync_to_async(row.revoke)()
-    _, connected, code = await connect(token=raw)
-    assert not connected and code == 4401
-    await asyncio.sleep(0)
+    comm, connected, _ = await connect(token=raw)
+    assert await refused(comm, connected) == 4401
 
 
 async def test_revoked_token_closes_open_connection(alice, org_a):
@@ -194,3 +237,32 @@ async def test_deactivated_user_connection_closes(alice, org_a):
     await sync_to_async(alice.save)()
     closed = await comm.receive_output(WAIT)
     assert closed == {"type": "websocket.close", "code": 4401}
+
+
+async def test_logged_out_session_closes_within_the_recheck_interval(alice, org_a, settings):
+    """No event wakes it: the connection re-checks on its own, within RECHECK_SECONDS."""
+    settings.REACTIVE = {**settings.REACTIVE, "RECHECK_SECONDS": 0.5, "HEARTBEAT_SECONDS": 60}
+    session = await session_of(alice)
+    comm, connected, _ = await connect(cookie=session.session_key)
+    assert connected
+    reply = await subscribe(comm, "a", "agents.getAll", organizationId=str(org_a.pk))
+    assert reply["type"] == "subscribed"
+    await sync_to_async(session.delete)()  # logged out elsewhere: no event, only the clock
+    started = time.monotonic()
+    closed = await comm.receive_output(WAIT)
+    assert closed == {"type": "websocket.close", "code": 4401}
+    # Within the interval (and a busy machine's slack): the next heartbeat is a minute away.
+    assert time.monotonic() - started <= 0.5 + 1.0
+
+
+async def test_shutdown_closes_with_1012_and_refuses_new_streams(alice, org_a):
+    from reactive.fanout import get_hub
+
+    comm, connected, _ = await connect(alice)
+    assert connected
+    await subscribe(comm, "a", "agents.getAll", organizationId=str(org_a.pk))
+    get_hub().shutdown()  # what SIGTERM does under uvicorn (reactive.fanout.shutdown)
+    assert await comm.receive_output(WAIT) == {"type": "websocket.close", "code": 1012}
+    late, connected, _ = await connect(alice)  # opened during the shutdown: closed at once
+    assert connected
+    assert await late.receive_output(WAIT) == {"type": "websocket.close", "code": 1012}

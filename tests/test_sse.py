@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -213,3 +214,45 @@ async def test_logged_out_session_stream_ends_at_next_check(alice, org_a, settin
     await client.post("/api/auth/logout")  # deletes the session from the store
     await make_agent(org_a, "wakes the stream")  # any event makes it check again
     await assert_ends_forbidden(stream)
+
+
+@pytest.mark.asyncio
+async def test_logged_out_session_stream_ends_within_the_recheck_interval(alice, org_a, settings):
+    """No event wakes it: the stream re-checks on its own, within RECHECK_SECONDS."""
+    settings.REACTIVE = {**settings.REACTIVE, "RECHECK_SECONDS": 0.5, "HEARTBEAT_SECONDS": 60}
+    client = AsyncClient()
+    await sync_to_async(client.force_login)(alice)
+    stream = await open_stream(client, org_a)
+    await client.post("/api/auth/logout")  # deletes the session: no event, only the clock
+    started = time.monotonic()
+    await assert_ends_forbidden(stream)
+    # Within the interval (and a busy machine's slack): the next heartbeat is a minute away.
+    assert time.monotonic() - started <= 0.5 + 1.0
+
+
+@pytest.mark.asyncio
+async def test_recheck_deadlines_stay_within_the_promise(settings):
+    from reactive import identity
+
+    settings.REACTIVE = {**settings.REACTIVE, "RECHECK_SECONDS": 30}
+    delays = [identity.recheck_delay() for _ in range(1000)]
+    assert min(delays) >= 15 and max(delays) <= 27  # spread, yet never late
+    assert max(delays) - min(delays) > 5
+
+
+@pytest.mark.asyncio
+async def test_shutdown_ends_streams_cleanly(alice, org_a):
+    from reactive.fanout import get_hub
+
+    stream = event_stream(alice, str(org_a.pk), None)
+    await next_frame(stream)
+    get_hub().shutdown()  # what SIGTERM does under uvicorn (reactive.fanout.shutdown)
+    last = await next_frame(stream)
+    assert last["comment"] == "shutdown" and 1000 <= int(last["retry"]) <= 3000
+    with pytest.raises(StopAsyncIteration):  # the response completes: EventSource reconnects
+        await asyncio.wait_for(stream.__anext__(), WAIT)
+    late = event_stream(alice, str(org_a.pk), None)  # opened during the shutdown
+    assert "connected" in (await next_frame(late))["comment"]
+    assert (await next_frame(late))["comment"] == "shutdown"
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(late.__anext__(), WAIT)

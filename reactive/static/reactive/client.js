@@ -28,6 +28,9 @@ const MAX_SSE_STREAMS = 4; // browsers allow ~6 HTTP/1.1 connections per host
 const WATCHDOG_MS = 45_000; // the server sends a heartbeat every 15 s without traffic
 const PING_MS = 20_000;
 const ACK_DELAY_MS = 5_000;
+// WebSocket close codes of a refused connection (docs/protocol.md): the server
+// completes the handshake and closes at once, so that a browser sees the code.
+const WS_REFUSALS = { 4401: "unauthenticated", 1008: "policy" };
 
 // --- small helpers ------------------------------------------------------------------------
 
@@ -580,8 +583,9 @@ class WebSocketTransport {
     this.lastMessage = Date.now();
     ws.onopen = () => {
       if (ws !== this.ws) return;
-      this.opened = true;
-      this.connection.up(this);
+      // Up at the server's first answer, not at the handshake: a refused
+      // connection (4401, 1008) opens and closes at once, and counts as a failure.
+      this.send({ type: "ping" });
       for (const sub of this.subs.values()) this.sendSubscribe(sub);
       this.timers.push(
         setInterval(() => {
@@ -593,6 +597,10 @@ class WebSocketTransport {
     ws.onmessage = (m) => {
       if (ws !== this.ws) return;
       this.lastMessage = Date.now();
+      if (!this.opened) {
+        this.opened = true;
+        this.connection.up(this);
+      }
       let msg;
       try {
         msg = JSON.parse(m.data);
@@ -605,6 +613,8 @@ class WebSocketTransport {
       if (ws !== this.ws) return;
       this.stopTimers();
       this.ws = null;
+      const reason = WS_REFUSALS[e.code];
+      if (reason) this.client.emit("refused", { transport: "ws", code: e.code, reason });
       this.connection.down(this, this.opened, e.code);
     };
   }
