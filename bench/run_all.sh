@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The whole benchmark suite of issue 7, in services mode (PostgreSQL + Redis), in one command:
+# The whole benchmark suite of issues 7 and 12, in services mode (PostgreSQL + Redis), in one command:
 #
 #   DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres \
 #   REDIS_URL=redis://127.0.0.1:6379/13 bench/run_all.sh
 #
 # Appends every result table to docs/benchmarks.md under one dated heading, writes
 # the raw results as JSON under bench/results/ (the previous run's are removed
-# first) and the plots as docs/bench-*.png. About 18 minutes on 2 cores; run it
+# first) and the plots as docs/bench-*.png. About 20 minutes on 2 cores; run it
 # on a quiet machine. `bench/run_all.sh --quick` runs every step with tiny
 # settings into a temporary directory (report, JSON and PNGs), leaving the
 # repository untouched: a check that the suite works, not a measurement.
@@ -42,7 +42,9 @@ if [ "$QUICK" = 1 ]; then
   RT_SCALE=(--clients 20 --writes 3 --servers uvicorn daphne --workers 2)
   SUS_HTTP=(--clients 10 --rate 10 40 --duration 1)
   SUS_LOG=(--clients 20 --rate 20 80 --duration 1)
-  WRITES=(--n 50 --rounds 2)
+  WRITES=(--n 20 --rounds 2)
+  OUTSIDE=(--updates 10 --runs 1)
+  DRAIN=(--rows 500 --rounds 1 --idle 1)
   ESTIMATE="about 3 minutes"
 else
   RESULTS=bench/results OUT=docs
@@ -58,15 +60,17 @@ else
   RT_SCALE=(--clients 1000 --writes 30 --servers uvicorn daphne --workers 2 4)
   SUS_HTTP=(--clients 100 --rate 10 20 50 100 200 --duration 5)
   SUS_LOG=(--clients 1000 --rate 5 10 20 50 100 200 --duration 5)
-  WRITES=(--n 1000 --rounds 5)
-  ESTIMATE="about 18 minutes (2 cores)"
+  WRITES=(--n 200 --rounds 5)
+  OUTSIDE=(--updates 200 --runs 1)
+  DRAIN=(--rows 5000 --rounds 2 --idle 5)
+  ESTIMATE="about 20 minutes (2 cores)"
 fi
 export BENCH_REPORT_LEVEL=3  # every section under the run's dated heading
 mkdir -p "$RESULTS"
 
 STARTED=$(date +%s)
 STEP=0
-STEPS=9
+STEPS=11
 step() {
   STEP=$((STEP + 1))
   echo
@@ -97,6 +101,10 @@ step "real time, sustained rate of published events: ${SUS_LOG[*]}" \
   --json "$RESULTS/realtime-sustained-log.json"
 step "write cost: ${WRITES[*]}" \
   "$PY" bench/writes.py "${WRITES[@]}" --report --json "$RESULTS/writes.json"
+step "outside writes to an SSE client: ${OUTSIDE[*]}" \
+  "$PY" bench/outside.py "${OUTSIDE[@]}" --report --json "$RESULTS/outside.json"
+step "drainer throughput and idle cost: ${DRAIN[*]}" \
+  "$PY" bench/drain_rate.py "${DRAIN[@]}" --report --json "$RESULTS/drain_rate.json"
 step "plots" \
   "$PY" bench/plot.py --results "$RESULTS" --out "$OUT" --report
 ELAPSED=$(( $(date +%s) - STARTED ))

@@ -10,7 +10,5 @@ class ReactiveConfig(AppConfig):
     def ready(self) -> None:
         """Called by Django once the apps are loaded: installs the change capture."""
         from . import capture
-        from .cache import set_read_policy
 
         capture.install(self)
-        set_read_policy(capture.read_policy)

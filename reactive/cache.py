@@ -51,9 +51,9 @@ Policy = Callable[[list[str]], tuple[bool, Any]]
 _policy: list[Policy] = []
 
 
-def set_read_policy(policy: Policy) -> None:
-    """Install the function that says whether a read in the caller's transaction may use the cache."""
-    _policy[:] = [policy]
+def set_read_policy(policy: Policy | None) -> None:
+    """Install (None: remove) the function saying whether a read in a transaction may use the cache."""
+    _policy[:] = [policy] if policy is not None else []
 
 
 def complain(what: str, message: str, *args: Any, error: BaseException | None = None) -> None:

@@ -35,6 +35,7 @@ from django.db.backends.signals import connection_created
 from django.db.models.signals import m2m_changed, post_delete, post_migrate, post_save
 
 from . import drain, triggers
+from .cache import set_read_policy
 from .changes import MANUAL, Row, merge, row_changes, user_stream, version_tags
 from .tables import CHANGE_TABLE, concrete, is_tracked, tracked_table_name
 from .tags import Tag, normalize, table_tag, wildcard_tag
@@ -75,7 +76,7 @@ class TransactionState:
 
     def published(self) -> None:
         """The on-commit hook: publish this transaction's change rows before any other hook."""
-        drain.drain(self.alias)
+        drain.drain(self.alias, own=True)
 
     def read(self, conn: BaseDatabaseWrapper) -> None:
         """Add the tags of the change rows this transaction wrote since the last read."""
@@ -121,7 +122,7 @@ def _wrote(conn: BaseDatabaseWrapper, cursor: Any) -> None:
     if conn.vendor == "sqlite" and getattr(cursor, "description", None) is not None:
         conn._rx_pending = True
         return
-    drain.drain(conn.alias)
+    drain.drain(conn.alias, own=True)
 
 
 def _execute(execute, sql, params, many, context):
@@ -140,6 +141,8 @@ def _execute(execute, sql, params, many, context):
         # SQLite names no transaction: the rows past this mark are this one's (no
         # other connection commits while it holds the write lock).
         _state(conn, create=True).seen = drain.max_id(conn)
+    if writes and conn.vendor == "postgresql":
+        _drains_itself(conn)
     result = execute(sql, params, many, context)
     if writes:
         _wrote(conn, context.get("cursor"))
@@ -148,6 +151,21 @@ def _execute(execute, sql, params, many, context):
         if "TRANSACTION" in upper and any(level in upper for level in _SNAPSHOT_LEVELS):
             _state(conn, create=True).snapshot = True
     return result
+
+
+def _drains_itself(conn: BaseDatabaseWrapper) -> None:
+    """Tell PostgreSQL, once per connection, that this session drains its own change rows.
+
+    Its commits then wake no drainer (they would race the writer for its rows).
+    Set in a transaction that rolls back, the setting is lost: its later commits
+    wake the drainers again, which costs speed, never an event.
+    """
+    raw = conn.connection
+    if raw is None or getattr(raw, "_rx_drains", False):
+        return
+    with drain.internal(conn), conn.cursor() as cursor:
+        cursor.execute("SELECT set_config(%s, 'on', false)", [triggers.SELF_DRAINING])
+    raw._rx_drains = True
 
 
 def _statement(sql: str) -> str:
@@ -262,7 +280,7 @@ def _drain_pending(conn: BaseDatabaseWrapper) -> None:
     """Drain a committed write SQLite held open for its RETURNING rows, now that they are read."""
     if getattr(conn, "_rx_pending", False) and not conn.in_atomic_block:
         conn._rx_pending = False
-        drain.drain(conn.alias)
+        drain.drain(conn.alias, own=True)
 
 
 def _on_m2m(sender, instance, action, using=None, **kwargs) -> None:
@@ -343,6 +361,7 @@ def install(app_config: Any = None) -> None:
         post_migrate.connect(_after_migrate, sender=app_config, dispatch_uid="reactive.migrate")
     for conn in connections.all(initialized_only=True):
         _wrap(connection=conn)
+    set_read_policy(read_policy)
 
 
 def uninstall() -> None:
@@ -355,3 +374,4 @@ def uninstall() -> None:
     for conn in connections.all(initialized_only=True):
         if _execute in conn.execute_wrappers:
             conn.execute_wrappers.remove(_execute)
+    set_read_policy(None)

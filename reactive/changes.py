@@ -19,7 +19,7 @@ from typing import Any
 from django.db import models
 
 from .events import SILENT
-from .relations import relations_of, scoped_fields
+from .relations import relations_of, scoped_fields, tagged_columns
 from .tables import (
     LOOKUP_PREFIX,
     ancestors,
@@ -134,10 +134,11 @@ def row_changes(row: Row) -> Changes:
             changes[None] |= {table_tag(each), wildcard_tag(each)}
         return changes
     linked = bool(table.lookups)
-    for raw in (_loaded(row.old), _loaded(row.new)):
-        if not raw:
-            continue
-        values = decode(model, raw)
+    needed = tagged_columns(model)
+    versions = [decode(model, _loaded(raw), needed) for raw in (row.old, row.new) if raw]
+    if len(versions) == 2 and versions[0] == versions[1]:
+        versions.pop()  # an update that moved the row out of no scope: one version's tags
+    for values in versions:
         tags = version_tags(model, values)
         streams = _streams(model, values)
         if not streams and linked:

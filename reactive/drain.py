@@ -36,6 +36,7 @@ logger = logging.getLogger("reactive")
 BATCH = 1000  # rows claimed per transaction (SQLite), read per query (local mode)
 TRANSACTIONS = 200  # writing transactions claimed at once (PostgreSQL)
 LOCK_KEY = 0x7278_6368  # the advisory lock drainers take turns with ("rxch")
+LEFT_OVER = 2.0  # seconds after which a drainer takes a self-draining writer's rows
 MAX_ROUNDS = 100  # a writer's drain gives up after this many claims (a drainer goes on)
 PRUNE_EVERY = 10.0  # seconds between two prunes of a local-mode process
 COLUMNS = "id, tbl, op, old, new, txid"
@@ -66,7 +67,10 @@ def ready(conn: BaseDatabaseWrapper) -> bool:
         with internal(conn):
             found = CHANGE_TABLE in conn.introspection.table_names()
         if found and is_local():
-            _marks.setdefault(alias, max_id(conn))
+            # Past the newest row at first sight; back to it if the table was made
+            # anew (ids start again at 1 and the old mark would hide every new row).
+            top = max_id(conn)
+            _marks[alias] = min(_marks.get(alias, top), top)
         _ready[alias] = found
     return _ready[alias]
 
@@ -87,13 +91,15 @@ def internal(conn: BaseDatabaseWrapper):
         conn._rx_internal = previous
 
 
-def drain(using: str = "default", *, wait: bool = True) -> int:
+def drain(using: str = "default", *, own: bool = False) -> int:
     """Publish committed change rows; returns how many were published.
 
-    `wait` (a writer, right after its commit): its rows must be published when
-    this returns; it waits its turn behind other drainers, which publish them
-    if they claimed them first. The background drainer (``wait=False``) also
-    handles an overflowing change table (``MAX_PENDING_CHANGES``).
+    `own` (a writer, right after its commit): its rows must be published when
+    this returns. On PostgreSQL it claims its own session's rows (if a drainer
+    holds them, the claim waits for its commit, which follows its publish).
+    Otherwise (the drainer thread, tools) it claims everybody's, taking turns
+    with other drainers, and handles an overflowing change table
+    (``MAX_PENDING_CHANGES``).
     """
     conn = connections[using]
     if conn.in_atomic_block or not ready(conn):
@@ -101,7 +107,7 @@ def drain(using: str = "default", *, wait: bool = True) -> int:
     try:
         if is_local():
             return _drain_local(conn)
-        return _drain_shared(conn, wait)
+        return _drain_shared(conn, own)
     except Exception:
         logger.exception("reactive: could not drain the change table")
         return 0
@@ -112,20 +118,26 @@ def _rows(cursor) -> list[Row]:
     return sorted(rows, key=lambda r: r.id)
 
 
-def _claim(conn: BaseDatabaseWrapper) -> list[Row]:
-    """Delete and return the oldest committed change rows, whole transactions at a time.
+def _claim(conn: BaseDatabaseWrapper, own: bool) -> list[Row]:
+    """Delete and return committed change rows, whole transactions at a time.
 
-    PostgreSQL: under a transaction-scoped advisory lock, so that drainers take
-    turns and a transaction's rows are never split between two of them (it
-    would become two events); a writer waiting for the lock finds its rows
-    published by whoever held it. SQLite: the write lock of BEGIN IMMEDIATE.
+    PostgreSQL: a writer (`own`) claims the rows of its own session, in one
+    round trip. Drainers take turns under an advisory lock, so that a
+    transaction's rows are never split between two of them (it would become two
+    events), and leave a live writer's rows alone for ``LEFT_OVER`` (a writer
+    that died or stalled leaves them to a drainer). SQLite: the write lock of
+    BEGIN IMMEDIATE serializes every claim.
     """
     with conn.cursor() as cursor:
-        if conn.vendor == "postgresql":
+        if conn.vendor == "postgresql" and own:
+            cursor.execute(f"SELECT {COLUMNS} FROM reactive_claim_own()")
+        elif conn.vendor == "postgresql":
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
             cursor.execute(
                 f"DELETE FROM {CHANGE_TABLE} WHERE txid IN (SELECT txid FROM {CHANGE_TABLE} "
-                f"GROUP BY txid ORDER BY MIN(id) LIMIT {TRANSACTIONS}) RETURNING {COLUMNS}"
+                f"WHERE NOT own OR at < now() - make_interval(secs => %s) "
+                f"GROUP BY txid ORDER BY MIN(id) LIMIT {TRANSACTIONS}) RETURNING {COLUMNS}",
+                [LEFT_OVER],
             )
         else:
             cursor.execute(
@@ -142,21 +154,22 @@ def max_id(conn: BaseDatabaseWrapper) -> int:
         return int(cursor.fetchone()[0])
 
 
-def _drain_shared(conn: BaseDatabaseWrapper, wait: bool) -> int:
+def _drain_shared(conn: BaseDatabaseWrapper, own: bool) -> int:
     total = 0
     with internal(conn):
-        if not wait and _overflowed(conn):
+        if not own and _overflowed(conn):
             return 0
         for _ in range(MAX_ROUNDS):
             try:
                 with transaction.atomic(using=conn.alias):
-                    rows = _claim(conn)
+                    rows = _claim(conn, own=own)
                     if rows and not events.publish(*transactions(rows)):
                         raise _Unpublished
             except _Unpublished:
                 return total
             total += len(rows)
-            if len(rows) < BATCH and len({row.txid for row in rows}) < TRANSACTIONS:
+            whole = own and conn.vendor == "postgresql"  # the session's rows, all at once
+            if whole or (len(rows) < BATCH and len({row.txid for row in rows}) < TRANSACTIONS):
                 return total
     return total
 

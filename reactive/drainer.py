@@ -72,7 +72,7 @@ class Drainer(threading.Thread):
                 try:
                     if listener is None and connections[self.using].vendor == "postgresql":
                         listener = _listen(self.using)
-                    self.drained += drain.drain(self.using, wait=False)
+                    self.drained += drain.drain(self.using)
                     delay = self.poll
                 except Exception:
                     logger.warning("reactive: the drainer failed; retrying", exc_info=True)

@@ -19,7 +19,7 @@ from functools import cache
 from django.db import models
 
 from .conf import reactive_settings
-from .tables import concrete
+from .tables import LOOKUP_PREFIX, concrete, descendants, tenant_column, user_column
 from .tags import TagTemplate
 
 # model -> columns named by the scoped dependencies declared in this process
@@ -78,10 +78,31 @@ def scoped_fields(model: type[models.Model]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(fields))
 
 
+@cache
+def tagged_columns(model: type[models.Model]) -> frozenset[str]:
+    """The attnames (and looked-up tenants) of `model`'s table that any of its tags use.
+
+    A change row carries every bounded column; only these are decoded, and an
+    update that changes none of them needs its new values alone.
+    """
+    names = {model._meta.pk.attname}
+    for each in (model, *descendants(model)):
+        names |= set(scoped_fields(each))
+        for template in relations_of(each):
+            names |= set(template.placeholders)
+    by_column = {f.column: f.attname for f in model._meta.local_concrete_fields}
+    for column in (tenant_column(model), user_column(model)):
+        if column is not None:
+            names.add(by_column[column])
+    local = set(by_column.values())
+    return frozenset(n for n in names if n in local) | {LOOKUP_PREFIX}
+
+
 def reset() -> None:
     """Forget the derived graph (settings changed, a dependency declared)."""
     relations_of.cache_clear()
     scoped_fields.cache_clear()
+    tagged_columns.cache_clear()
 
 
 def declare(template: TagTemplate) -> None:
@@ -92,3 +113,4 @@ def declare(template: TagTemplate) -> None:
     if template.attname not in columns:
         columns.add(template.attname)
         scoped_fields.cache_clear()
+        tagged_columns.cache_clear()

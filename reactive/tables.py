@@ -164,18 +164,25 @@ def _decoders(model: type[models.Model]) -> dict[str, tuple[str, Any]]:
     return {f.column: (f.attname, f) for f in model._meta.local_concrete_fields}
 
 
-def decode(model: type[models.Model], raw: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A change row's column values as Python values keyed by attname (UUIDs, booleans...)."""
+def decode(
+    model: type[models.Model], raw: Mapping[str, Any] | None, only: frozenset[str]
+) -> dict[str, Any]:
+    """A change row's values of the attnames in `only` as Python values (UUIDs, booleans...).
+
+    Looked-up tenants are kept when `only` holds ``LOOKUP_PREFIX``.
+    """
     if not raw:
         return {}
     out: dict[str, Any] = {}
     decoders = _decoders(model)
     for column, value in raw.items():
         if column.startswith(LOOKUP_PREFIX):
-            out[column] = value if value is None else str(_python(_tenant_field(), value))
+            if LOOKUP_PREFIX in only:
+                out[column] = value if value is None else str(_python(_tenant_field(), value))
             continue
         attname, field = decoders.get(column, (column, None))
-        out[attname] = value if value is None or field is None else _python(field, value)
+        if attname in only:
+            out[attname] = value if value is None or field is None else _python(field, value)
     return out
 
 

@@ -22,6 +22,11 @@ from .tables import CHANGE_TABLE, Table, tracked_tables
 
 PREFIX = "reactive_"
 CHANNEL = "reactive_change"  # PostgreSQL NOTIFY channel the drainers LISTEN on
+# A session that drains its own writes (a process running reactive) sets this,
+# so that its commits wake no drainer: only other writers' commits NOTIFY.
+SELF_DRAINING = "reactive.drains"
+_OWN = f"coalesce(current_setting('{SELF_DRAINING}', true), '') = 'on'"
+_NOTIFY = f"  IF NOT {_OWN} THEN PERFORM pg_notify('{CHANNEL}', ''); END IF;\n"
 _MAX_PAIRS = 50  # json_build_object takes at most 100 arguments; SQLite's json_object 127
 
 
@@ -67,14 +72,23 @@ def change_table_sql(conn: BaseDatabaseWrapper) -> list[str]:
     t = _q(conn, CHANGE_TABLE)
     if conn.vendor == "postgresql":
         return [
+            # pid and own: the writing session, and whether it drains its rows itself
+            # (drainers leave those alone unless they are left over, see drain.py).
             f"CREATE TABLE IF NOT EXISTS {t} (id bigserial PRIMARY KEY, tbl text NOT NULL, "
             "op char(1) NOT NULL, old json, new json, "
             "txid bigint NOT NULL DEFAULT pg_current_xact_id()::text::bigint, "
-            "at timestamptz NOT NULL DEFAULT now())",
+            "at timestamptz NOT NULL DEFAULT now(), "
+            "pid integer NOT NULL DEFAULT pg_backend_pid(), "
+            f"own boolean NOT NULL DEFAULT {_OWN})",
             f"CREATE OR REPLACE FUNCTION {PREFIX}truncated() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-            f"BEGIN\n  INSERT INTO {t} (tbl, op, txid) "
-            "VALUES (TG_TABLE_NAME, 'T', pg_current_xact_id()::text::bigint);\n"
-            f"  PERFORM pg_notify('{CHANNEL}', '');\n  RETURN NULL;\nEND $$",
+            f"BEGIN\n  INSERT INTO {t} (tbl, op) VALUES (TG_TABLE_NAME, 'T');\n"
+            f"{_NOTIFY}  RETURN NULL;\nEND $$",
+            # The writer's claim of its own rows, in one round trip. Losing this
+            # commit in a crash only publishes them twice: no flush to wait for.
+            f"CREATE OR REPLACE FUNCTION {PREFIX}claim_own() RETURNS SETOF {t} "
+            "LANGUAGE plpgsql AS $$\n"
+            "BEGIN\n  PERFORM set_config('synchronous_commit', 'off', true);\n"
+            f"  RETURN QUERY DELETE FROM {t} WHERE pid = pg_backend_pid() RETURNING *;\nEND $$",
         ]
     if conn.vendor == "sqlite":
         # AUTOINCREMENT: ids are never reused, so a process's high-water mark stays valid.
@@ -91,6 +105,7 @@ def drop_change_table_sql(conn: BaseDatabaseWrapper) -> list[str]:
     out = [f"DROP TABLE IF EXISTS {_q(conn, CHANGE_TABLE)}"]
     if conn.vendor == "postgresql":
         out.insert(0, f"DROP FUNCTION IF EXISTS {PREFIX}truncated() CASCADE")
+        out.insert(0, f"DROP FUNCTION IF EXISTS {PREFIX}claim_own() CASCADE")
     return out
 
 
@@ -109,7 +124,7 @@ def table_sql(conn: BaseDatabaseWrapper, table: Table) -> dict[str, str]:
             f"    CASE WHEN TG_OP <> 'INSERT' THEN {_json(conn, table, 'OLD')} END,\n"
             f"    CASE WHEN TG_OP <> 'DELETE' THEN {_json(conn, table, 'NEW')} END,\n"
             "    pg_current_xact_id()::text::bigint);\n"
-            f"  PERFORM pg_notify('{CHANNEL}', '');\n  RETURN NULL;\nEND $$"
+            f"{_NOTIFY}  RETURN NULL;\nEND $$"
         )
         row = _short("row", table.name)
         trunc = _short("truncate", table.name)

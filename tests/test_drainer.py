@@ -419,7 +419,7 @@ def test_a_transaction_straddling_a_claim_batch_is_one_event(outside, org_a):
     outside.write(("UPDATE agency_agent SET role = 'bulk' WHERE id = ANY(%s::uuid[])", [bulk]))
     pair = agents[first:]
     outside.write(*(rename_sql(x.pk, "straddling") for x in pair))
-    while drain.drain(connection.alias, wait=False):  # the background drainer's call
+    while drain.drain(connection.alias):  # the background drainer's call
         pass
     assert outside.pending() == 0
     events = events_since(org_a.pk, position)
