@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from reactive.errors import Conflict, InvalidInput, NotFound
+from reactive.errors import Conflict, InvalidInput, NotFound, field_errors
 from reactive.functions import Context, mutation, query
 from reactive.schema import NoInput
 
@@ -147,6 +149,26 @@ def _apply(obj: Any, fields: dict[str, Any]) -> None:
     obj.save()
 
 
+@contextmanager
+def _fields_of(prefix: str) -> Iterator[None]:
+    """Name the fields of errors raised inside by their path in the input (``data.toolIds``),
+    as input validation does: one field, one name, whichever check refused it."""
+
+    def named(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**e, "field": f"{prefix}.{e['field']}"} for e in errors]
+
+    try:
+        yield
+    except InvalidInput as exc:
+        exc.errors = named(exc.errors)
+        raise
+    except ValidationError as exc:
+        if not hasattr(exc, "error_dict"):
+            raise
+        errors = named(field_errors(exc.message_dict))
+        raise InvalidInput(" ".join(exc.messages), errors=errors) from None
+
+
 def _set_tools(agent: Agent, tool_ids: list) -> None:
     # Locked (in primary-key order), so a tool deleted concurrently is either
     # gone here (422) or deleted after this commits, never under the new link
@@ -187,9 +209,10 @@ def _for_write(ctx: Context, rows: Any, row_id: Any) -> Any:
 def update_agent(ctx: Context, inp: s.AgentUpdate) -> dict:
     """Change some fields of an agent."""
     agent = _for_write(ctx, Agent.objects, inp.id)
-    _apply(agent, inp.data.model_dump(exclude_unset=True, exclude={"tool_ids"}))
-    if inp.data.tool_ids is not None:
-        _set_tools(agent, inp.data.tool_ids)
+    with _fields_of("data"):
+        _apply(agent, inp.data.model_dump(exclude_unset=True, exclude={"tool_ids"}))
+        if inp.data.tool_ids is not None:
+            _set_tools(agent, inp.data.tool_ids)
     return _agent_detail(agent)
 
 
@@ -254,7 +277,8 @@ def create_tool(ctx: Context, inp: s.ToolCreate) -> dict:
 def update_tool(ctx: Context, inp: s.ToolUpdate) -> dict:
     """Change some fields of a tool."""
     tool = _for_write(ctx, Tool.objects.select_related("tool_type"), inp.id)
-    _apply(tool, _tool_fields(inp.data.model_dump(exclude_unset=True)))
+    with _fields_of("data"):
+        _apply(tool, _tool_fields(inp.data.model_dump(exclude_unset=True)))
     return instance(tool, TOOL_FIELDS)
 
 

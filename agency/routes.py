@@ -10,29 +10,35 @@ from django.contrib.auth import authenticate, login, logout
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import get_token, rotate_token
 from ninja import Router
-from pydantic import BaseModel, Field
+from pydantic import ValidationError
 
 from reactive import metrics
+from reactive.api import ANONYMOUS_WRITE, CACHE_HEADERS, READ, WRITE, ReactiveAPI
 from reactive.errors import (
     Forbidden,
     InvalidInput,
     MethodNotAllowed,
     NotAuthenticated,
     ReactiveError,
+    pydantic_errors,
 )
 from reactive.functions import registry
-from reactive.http import check_csrf, error_response, json_body, json_response, query_input, run
+from reactive.http import (
+    check_csrf,
+    context,
+    error_response,
+    json_body,
+    json_response,
+    query_input,
+    run,
+)
 from reactive.models import ClientPosition
 
+from . import schemas
 from .auth import check_login_allowed, record_login_failure
 
 auth_router = Router(tags=["auth"])
 rest_router = Router(tags=["rest"])
-
-
-class LoginIn(BaseModel):
-    username: str = Field(min_length=1, max_length=150)
-    password: str = Field(min_length=1, max_length=1024)
 
 
 def user_json(user) -> dict:
@@ -45,21 +51,16 @@ def user_json(user) -> dict:
     }
 
 
-@auth_router.post("/login", auth=None, response={200: dict, 401: dict, 422: dict, 429: dict})
+@auth_router.post("/login", auth=None, operation_id="login")
 def login_view(request: HttpRequest) -> HttpResponse:
     """Log in with a username and password; sets the session cookie."""
     try:
         check_csrf(request)
         body = json_body(request)
         try:
-            creds = LoginIn.model_validate(body)
-        except Exception:
-            raise InvalidInput(
-                errors=[
-                    {"field": "username", "message": "required"},
-                    {"field": "password", "message": "required"},
-                ]
-            ) from None
+            creds = schemas.Credentials.model_validate(body)
+        except ValidationError as exc:
+            raise InvalidInput(errors=pydantic_errors(exc.errors())) from None
         check_login_allowed(request, creds.username)
         user = authenticate(request, username=creds.username, password=creds.password)
         if user is None:
@@ -72,7 +73,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
     return json_response({"user": user_json(user)})
 
 
-@auth_router.post("/logout", auth=None, response={200: dict})
+@auth_router.post("/logout", auth=None, operation_id="logout")
 def logout_view(request: HttpRequest) -> HttpResponse:
     """End the session."""
     try:
@@ -83,7 +84,7 @@ def logout_view(request: HttpRequest) -> HttpResponse:
     return json_response({"ok": True})
 
 
-@auth_router.get("/me", auth=None, response={200: dict, 401: dict})
+@auth_router.get("/me", auth=None, operation_id="getMe")
 def me_view(request: HttpRequest) -> HttpResponse:
     """The current user; also hands out the CSRF cookie an SPA needs before logging in."""
     get_token(request)
@@ -92,7 +93,7 @@ def me_view(request: HttpRequest) -> HttpResponse:
     return json_response({"user": user_json(request.user)})
 
 
-@auth_router.get("/metrics", auth=None, response={200: dict, 401: dict, 403: dict})
+@auth_router.get("/metrics", auth=None, operation_id="getMetrics")
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """Reactive function metrics (staff only)."""
     if not request.user.is_authenticated:
@@ -120,66 +121,185 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
 
 # --- REST routes ---------------------------------------------------------------------------
 
+# resource -> (singular, for operationIds; the methods of its item route)
+RESOURCES = {
+    "agents": ("Agent", ("GET", "PATCH", "DELETE")),
+    "tools": ("Tool", ("GET", "PATCH", "DELETE")),
+    "organizations": ("Organization", ("GET",)),
+}
+VERBS = {
+    ("collection", "GET"): ("list", "getAll"),
+    ("collection", "POST"): ("create", "create"),
+    ("item", "GET"): ("get", "getOne"),
+    ("item", "PATCH"): ("update", "update"),
+    ("item", "DELETE"): ("delete", "delete"),
+}
 
-def _collection(resource: str):
-    def view(request: HttpRequest) -> HttpResponse:
-        if request.method == "GET":
-            return run(
-                registry[f"{resource}.getAll"],
-                request,
-                lambda: query_input(request, registry[f"{resource}.getAll"]),
-                envelope=False,
-            )
-        return run(
-            registry[f"{resource}.create"],
-            request,
-            lambda: json_body(request),
-            envelope=False,
-            status=201,
+
+def rest_operation_id(resource: str, route: str, method: str) -> str:
+    """``listAgents``, ``createAgent``, ``getAgent``, ``updateAgent``, ``deleteAgent``."""
+    singular = RESOURCES[resource][0]
+    verb = VERBS[(route, method)][0]
+    return verb + (singular + "s" if verb == "list" else singular)
+
+
+def _patch(request: HttpRequest, resource: str, item_id: str) -> HttpResponse:
+    """PATCH: the body is the update's ``data``, so its field errors are named as in the body."""
+    try:
+        check_csrf(request)
+        result = registry[f"{resource}.update"].call(
+            {"id": item_id, "data": json_body(request)}, context(request)
+        )
+    except InvalidInput as exc:
+        exc.errors = [{**e, "field": e["field"].removeprefix("data.")} for e in exc.errors]
+        return error_response(exc)
+    except ReactiveError as exc:
+        return error_response(exc)
+    return json_response(result.data)
+
+
+def _rest_view(resource: str, route: str, method: str):
+    function = f"{resource}.{VERBS[(route, method)][1]}"
+
+    def collection(request: HttpRequest) -> HttpResponse:
+        fn = registry[function]
+        if method == "GET":
+            return run(fn, request, lambda: query_input(request, fn), envelope=False)
+        return run(fn, request, lambda: json_body(request), envelope=False, status=201)
+
+    def item(request: HttpRequest, item_id: str) -> HttpResponse:
+        fn = registry.get(function)
+        if fn is None:  # a route declared before its function: refused, not a 500
+            return error_response(MethodNotAllowed(f"No {function} function."))
+        if method == "PATCH":
+            return _patch(request, resource, item_id)
+        return run(fn, request, lambda: {"id": item_id}, envelope=False)
+
+    view = collection if route == "collection" else item
+    view.__name__ = rest_operation_id(resource, route, method)
+    return view
+
+
+for _resource, (_singular, _item_methods) in RESOURCES.items():
+    for _method in ("GET", "POST"):
+        rest_router.add_api_operation(
+            f"/{_resource}",
+            [_method],
+            _rest_view(_resource, "collection", _method),
+            auth=None,
+            operation_id=rest_operation_id(_resource, "collection", _method),
+        )
+    for _method in _item_methods:
+        rest_router.add_api_operation(
+            f"/{_resource}/{{item_id}}",
+            [_method],
+            _rest_view(_resource, "item", _method),
+            auth=None,
+            operation_id=rest_operation_id(_resource, "item", _method),
         )
 
-    view.__name__ = f"{resource}_collection"
-    return view
+
+# --- the OpenAPI document --------------------------------------------------------------------
 
 
-def _item(resource: str):
-    def view(request: HttpRequest, item_id: str) -> HttpResponse:
-        if request.method == "GET":
-            get_one = registry.get(f"{resource}.getOne")
-            if get_one is None:  # a route declared before its function: refused, not a 500
-                return error_response(MethodNotAllowed(f"No {resource}.getOne function."))
-            return run(get_one, request, lambda: {"id": item_id}, envelope=False)
-        if request.method == "PATCH":
-            return run(
-                registry[f"{resource}.update"],
-                request,
-                lambda: {"id": item_id, "data": json_body(request)},
-                envelope=False,
-            )
-        return run(registry[f"{resource}.delete"], request, lambda: {"id": item_id}, envelope=False)
-
-    view.__name__ = f"{resource}_item"
-    return view
-
-
-for _resource in ("agents", "tools"):
-    rest_router.add_api_operation(
-        f"/{_resource}", ["GET", "POST"], _collection(_resource), auth=None, include_in_schema=False
+def document(api: ReactiveAPI) -> None:
+    """Describe the auth and REST operations in `api`'s OpenAPI document."""
+    session = api.json_schema(schemas.Session, mode="serialization")
+    api.document(
+        "login",
+        summary="Log in",
+        description=(
+            "With a username and password; sets the session cookie. A browser sends the "
+            "X-CSRFToken header (the csrftoken cookie, which GET /api/auth/me sets). "
+            "429 after 10 failures in 5 minutes for one username and address."
+        ),
+        tags=["auth"],
+        request_body=api.request_body(schemas.Credentials),
+        responses=api.responses("200", session, ("400", "401", "403", "413", "422", "429")),
+        security=ANONYMOUS_WRITE,
     )
-    rest_router.add_api_operation(
-        f"/{_resource}/{{item_id}}",
-        ["GET", "PATCH", "DELETE"],
-        _item(_resource),
-        auth=None,
-        include_in_schema=False,
+    api.document(
+        "logout",
+        summary="Log out",
+        description="End the session.",
+        tags=["auth"],
+        responses=api.responses(
+            "200", api.json_schema(schemas.LoggedOut, mode="serialization"), ("403",)
+        ),
+        security=WRITE,
     )
-rest_router.add_api_operation(
-    "/organizations",
-    ["GET", "POST"],
-    _collection("organizations"),
-    auth=None,
-    include_in_schema=False,
-)
-rest_router.add_api_operation(
-    "/organizations/{item_id}", ["GET"], _item("organizations"), auth=None, include_in_schema=False
-)
+    api.document(
+        "getMe",
+        summary="The current user",
+        description=(
+            "Also sets the csrftoken cookie an SPA needs before logging in (on the 401 too)."
+        ),
+        tags=["auth"],
+        responses=api.responses("200", session, ("401",)),
+        security=READ,
+    )
+    api.document(
+        "getMetrics",
+        summary="Reactive function metrics (staff only)",
+        tags=["auth"],
+        responses=api.responses(
+            "200", api.json_schema(schemas.Metrics, mode="serialization"), ("401", "403")
+        ),
+        security=READ,
+    )
+    item_id = {
+        "in": "path",
+        "name": "item_id",
+        "required": True,
+        "description": "The row's id",
+        "schema": {"type": "string", "format": "uuid"},
+    }
+    for resource, (_singular, item_methods) in RESOURCES.items():
+        for route, method in [("collection", "GET"), ("collection", "POST")] + [
+            ("item", m) for m in item_methods
+        ]:
+            _document_rest(api, resource, route, method, item_id)
+        create = rest_operation_id(resource, "collection", "POST")
+        api.crud_links(
+            create,
+            "",
+            None,
+            {rest_operation_id(resource, "item", m): "path.item_id" for m in item_methods},
+        )
+
+
+def _document_rest(api: ReactiveAPI, resource: str, route: str, method: str, item_id: dict) -> None:
+    fn = registry[f"{resource}.{VERBS[(route, method)][1]}"]
+    output = api.json_schema(fn.output, mode="serialization")
+    parameters = [item_id] if route == "item" else []
+    body = None
+    headers = None
+    if method == "GET" and route == "collection":
+        parameters = api.query_parameters(fn.input)
+    if method == "GET":
+        headers = CACHE_HEADERS
+    if method == "POST":
+        body = api.request_body(fn.input)
+    if method == "PATCH":
+        body = api.request_body(fn.input.model_fields["data"].annotation)
+    errors = ("401", "403", "404", "422") if method in ("GET", "DELETE") else None
+    responses = api.responses(
+        "201" if method == "POST" else "200",
+        output,
+        errors or ("400", "401", "403", "404", "409", "413", "422"),
+        description="Created" if method == "POST" else "OK",
+        headers=headers,
+    )
+    api.document(
+        rest_operation_id(resource, route, method),
+        summary=f"{method} /api/{resource}{'/{item_id}' if route == 'item' else ''}",
+        description=(
+            f"The bare result of {fn.name} (no envelope)"
+            + (": the body is its `data`." if method == "PATCH" else ".")
+        ),
+        tags=[resource],
+        parameters=parameters,
+        request_body=body,
+        responses=responses,
+        security=READ if method == "GET" else WRITE,
+    )

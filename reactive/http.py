@@ -16,9 +16,11 @@ from typing import Any
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticError
 
 from .cache import dumps
-from .errors import InvalidInput, ReactiveError
+from .errors import InvalidInput, ReactiveError, pydantic_errors
 from .functions import Context, ReactiveFunction, Result
 
 logger = logging.getLogger("reactive")
@@ -181,8 +183,14 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
     return body
 
 
-def query_input(request: HttpRequest, fn: ReactiveFunction) -> dict[str, Any]:
-    """A query's input from the query string (list fields take repeated parameters)."""
+def query_input(request: HttpRequest, fn: ReactiveFunction) -> dict[str, Any] | BaseModel:
+    """A query's input from the query string (list fields take repeated parameters).
+
+    A query string holds only text, so it is parsed leniently (``limit=12`` is
+    the integer 12), where a JSON body's ``"12"`` is refused: the parsed input
+    model is returned. An anonymous caller gets the raw values back, so that
+    the call answers 401 before it looks at them.
+    """
     out: dict[str, Any] = {}
     for key in request.GET:
         values = request.GET.getlist(key)
@@ -193,7 +201,12 @@ def query_input(request: HttpRequest, fn: ReactiveFunction) -> dict[str, Any]:
         out[key] = values if is_list else values[-1]
         if any("\x00" in v for v in values) or "\x00" in key:
             raise _reject_nul(key.replace("\x00", "\\0"))
-    return out
+    try:
+        return fn.input.model_validate(out, strict=False)
+    except PydanticError as exc:
+        if not fn.public and not getattr(getattr(request, "user", None), "is_authenticated", False):
+            return out
+        raise InvalidInput(errors=pydantic_errors(exc.errors())) from None
 
 
 def result_response(result: Result, envelope: bool = True, status: int = 200) -> HttpResponse:

@@ -5,23 +5,57 @@ import logging
 from django.core.exceptions import SuspiciousOperation
 from ninja.errors import HttpError, ValidationError
 
+from agency import routes
 from agency.routes import auth_router, rest_router
-from reactive.api import ReactiveAPI, build_router
+from reactive.api import ReactiveAPI, build_events_router, build_router
 from reactive.errors import InvalidInput, ReactiveError, pydantic_errors
 from reactive.functions import registry
 from reactive.http import BadRequest, CsrfFailed, error_response
+from reactive.sse import ack_view, events_view
 
 logger = logging.getLogger("teamhub")
 
 api = ReactiveAPI(
     title="TeamHub API",
     version="1",
-    description="Reactive functions of TeamHub. See docs/api.md.",
+    description=(
+        "TeamHub's reactive functions (/api/rx), identity (/api/auth), the REST routes "
+        "and the event stream. See docs/api.md and docs/protocol.md."
+    ),
     urls_namespace="api",
+    servers=[{"url": "/", "description": "This server"}],
 )
 api.add_router("/auth", auth_router)
 api.add_router("/rx", build_router(api, registry))
 api.add_router("/", rest_router)
+api.add_router("/", build_events_router(api, events_view, ack_view))
+routes.document(api)
+# What a stateful client (or fuzzer) can do with what a create returns, beyond its own id.
+for _source, _data, _targets in [
+    ("organizationsCreate", "/data", ("agentsCreate", "toolsCreate")),
+    ("createOrganization", "", ("createAgent", "createTool")),
+]:
+    for _target in _targets:
+        api.link(
+            _source, _target, _target, request_body={"organizationId": f"$response.body#{_data}/id"}
+        )
+api.link(
+    "agentsCreate",
+    "messagesCreate",
+    "messagesCreate",
+    request_body={
+        "organizationId": "$response.body#/data/organizationId",
+        "fromAgentId": "$response.body#/data/id",
+    },
+)
+api.tag_docs = {
+    "auth": "Session login (cookie + CSRF header) and the current user",
+    "agents": "Reactive functions over agents",
+    "tools": "Reactive functions over tools",
+    "messages": "Reactive functions over messages",
+    "organizations": "Reactive functions and REST routes over organizations",
+    "events": "The real-time side: Server-Sent Events and delivery positions",
+}
 
 
 @api.exception_handler(ReactiveError)
