@@ -223,6 +223,10 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         if since is not None:
             sub.last = min(sub.last, since)  # the client's data is as old as `since`
             await self.replay(sub, since)
+        elif sub.last:
+            # Events appended after the result was read and before the stream followed
+            # its tenants reached no one: the log has them.
+            await self.replay(sub, sub.last)
 
     def _run(self, sub_id: str, fn: ReactiveFunction, raw: Any):
         ctx = Context(user=self.user)
@@ -272,10 +276,11 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
                 logger.warning("reactive: event log unavailable for a replay", exc_info=True)
             await self.send_json({"type": "reset", "id": sub.id})
             return
-        for event in missed:
-            if not sub.tags.isdisjoint(event.tag_set):
-                await self.notify(sub, event)
-                return  # one invalidation is enough: the client refetches everything once
+        matching = [event for event in missed if not sub.tags.isdisjoint(event.tag_set)]
+        if matching:
+            # One invalidation is enough (the client refetches once): the newest, so
+            # that it covers every event the log holds up to now.
+            await self.notify(sub, matching[-1])
 
     async def forward(self) -> None:
         """Pump hub events into this client's matching subscriptions."""
