@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "ninja",  # Swagger UI from its own static files, not a CDN (blank offline or under a CSP)
     "reactive",
     "agency",
 ]

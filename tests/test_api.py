@@ -429,3 +429,18 @@ def test_token_lookup_is_cached_yet_deactivation_is_immediate(
         client.get("/api/rx/organizations.getAll", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code
         == 401
     )
+
+
+def test_swagger_ui_loads_its_assets_from_this_server(client):
+    """/api/docs works offline and under a same-origin CSP: no asset comes from elsewhere."""
+    import re
+
+    page = client.get("/api/docs")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert assets, html
+    assert not [a for a in assets if a.startswith(("http:", "https:", "//"))], assets
+    for asset in assets:
+        if asset.endswith((".js", ".css")):
+            assert client.get(asset).status_code == 200, asset
