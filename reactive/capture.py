@@ -36,7 +36,7 @@ from django.db.models.signals import m2m_changed, post_delete, post_migrate, pos
 
 from . import drain, triggers
 from .cache import set_read_policy
-from .changes import MANUAL, Row, merge, row_changes, user_stream, version_tags
+from .changes import MANUAL, Row, row_changes, user_stream, version_tags
 from .tables import CHANGE_TABLE, concrete, is_tracked, tracked_table_name
 from .tags import Tag, normalize, table_tag, wildcard_tag
 
@@ -266,12 +266,8 @@ def _values(instance: models.Model) -> dict[str, Any]:
     }
 
 
-def _on_save(sender, instance, using=None, **kwargs) -> None:
-    _touch(using, sender, _values(instance))
-    _drain_pending(connections[using or DEFAULT_DB_ALIAS])
-
-
-def _on_delete(sender, instance, using=None, **kwargs) -> None:
+def _on_row(sender, instance, using=None, **kwargs) -> None:
+    """post_save and post_delete: the row's tags are touched; a held write is drained."""
     _touch(using, sender, _values(instance))
     _drain_pending(connections[using or DEFAULT_DB_ALIAS])
 
@@ -320,14 +316,6 @@ def invalidate_model(
     invalidate(table_tag(model), wildcard_tag(model), tenant=tenant, using=using)
 
 
-def touched_by(rows: list[Row]) -> dict[str | None, set[Tag]]:
-    """The tags `rows` invalidate, merged by stream (for tests and tools)."""
-    out: dict[str | None, set[Tag]] = {}
-    for row in rows:
-        merge(out, row_changes(row))
-    return out
-
-
 # --- installation ---------------------------------------------------------------------
 
 
@@ -337,7 +325,6 @@ def _wrap(sender=None, connection: BaseDatabaseWrapper | None = None, **kwargs) 
 
 
 def _after_migrate(sender, using=DEFAULT_DB_ALIAS, **kwargs) -> None:
-    drain.forget_ready()
     try:
         triggers.install(using)
     except NotImplementedError as exc:
@@ -352,8 +339,8 @@ def _after_request(sender=None, **kwargs) -> None:
 
 def install(app_config: Any = None) -> None:
     """Connect the receivers and wrap every connection's execute (idempotent)."""
-    post_save.connect(_on_save, dispatch_uid="reactive.save")
-    post_delete.connect(_on_delete, dispatch_uid="reactive.delete")
+    post_save.connect(_on_row, dispatch_uid="reactive.save")
+    post_delete.connect(_on_row, dispatch_uid="reactive.delete")
     m2m_changed.connect(_on_m2m, dispatch_uid="reactive.m2m")
     connection_created.connect(_wrap, dispatch_uid="reactive.wrap")
     request_finished.connect(_after_request, dispatch_uid="reactive.request")

@@ -205,11 +205,17 @@ def _drain_local(conn: BaseDatabaseWrapper) -> int:
 
 
 def _everything() -> Changes:
-    tags = set()
-    for table in tracked_tables():
-        tags |= {table_tag(table.model), wildcard_tag(table.model)}
     reactive_cache().bump_epoch()
-    return {None: tags}
+    return {None: _table_tags()}
+
+
+def _table_tags(names: set[str] | None = None) -> set[str]:
+    """The table and wildcard tags of every tracked table (of those named in `names`)."""
+    tags: set[str] = set()
+    for table in tracked_tables():
+        if names is None or table.name in names:
+            tags |= {table_tag(table.model), wildcard_tag(table.model)}
+    return tags
 
 
 # PostgreSQL, local mode: ids are taken at insert, so a transaction still open
@@ -283,10 +289,7 @@ def _overflowed(conn: BaseDatabaseWrapper) -> bool:
         top = max_id(conn)
         cursor.execute(f"SELECT DISTINCT tbl FROM {CHANGE_TABLE} WHERE id <= %s", [top])
         names = {name for (name,) in cursor.fetchall()}
-        tags: set[str] = set()
-        for table in tracked_tables():
-            if table.name in names:
-                tags |= {table_tag(table.model), wildcard_tag(table.model)}
+        tags = _table_tags(names)
         logger.warning("reactive: %d+ change rows pending; invalidating %s", bound, sorted(names))
         if not events.publish({None: tags}):
             return True
