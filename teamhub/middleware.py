@@ -15,11 +15,14 @@ from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware
 from django.middleware.csrf import CsrfViewMiddleware
 from django.middleware.security import SecurityMiddleware
+
+from reactive.errors import NotFound, ReactiveError
+from reactive.http import TooLarge, error_response
 
 INLINE = (
     SecurityMiddleware,
@@ -64,8 +67,6 @@ def body_limit() -> int | None:
 
 
 def _too_large() -> HttpResponse:
-    from reactive.http import TooLarge, error_response
-
     return error_response(TooLarge())
 
 
@@ -171,3 +172,89 @@ class BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": response.content})
+
+
+# --- one error shape under /api/ --------------------------------------------------------------
+
+API_PREFIX = "/api/"
+
+
+class MethodNotAllowed(ReactiveError):
+    """The path exists, the method does not (``Allow`` lists the ones that do)."""
+
+    status, code, default_message = 405, "method_not_allowed", "Method not allowed."
+
+
+class ApiErrors:
+    """Everything under ``/api/`` answers in the API's JSON shape, HEAD and OPTIONS included.
+
+    The API's own handlers already answer JSON; what reaches a client as HTML
+    otherwise is Django's 404 page (an unknown path) and Ninja's plain-text 405
+    (a method a path does not take). HEAD is answered as GET without a body, and
+    OPTIONS with 204 and ``Allow``, as RFC 9110 asks, instead of 405.
+    Async-capable: no thread hop under ASGI.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        if not request.path.startswith(API_PREFIX):
+            return self.get_response(request)
+        method = self.before(request)
+        return self.after(method, self.get_response(request))
+
+    async def __acall__(self, request: HttpRequest):
+        if not request.path.startswith(API_PREFIX):
+            return await self.get_response(request)
+        method = self.before(request)
+        return self.after(method, await self.get_response(request))
+
+    @staticmethod
+    def before(request: HttpRequest) -> str:
+        method = request.method or "GET"
+        if method == "HEAD":
+            request.method = "GET"
+        return method
+
+    @staticmethod
+    def after(method: str, response: HttpResponseBase) -> HttpResponseBase:
+        if response.status_code == 405:
+            allowed = [m.strip() for m in response.get("Allow", "").split(",") if m.strip()]
+            if "GET" in allowed:
+                allowed.append("HEAD")
+            allowed.append("OPTIONS")
+            if method == "OPTIONS":
+                response = HttpResponse(status=204)
+                del response["Content-Type"]
+            elif not _is_json(response):
+                response = error_response(
+                    MethodNotAllowed(f"{method} is not allowed here; use {', '.join(allowed)}.")
+                )
+            response["Allow"] = ", ".join(allowed)
+        elif response.status_code == 404 and not _is_json(response):
+            response = error_response(NotFound("No such API path."))
+        if method == "HEAD":
+            response = _without_body(response)
+        return response
+
+
+def _is_json(response: HttpResponseBase) -> bool:
+    return response.get("Content-Type", "").startswith("application/json")
+
+
+def _without_body(response: HttpResponseBase) -> HttpResponseBase:
+    """The response to HEAD: GET's status and headers (Content-Length included), no body."""
+    bare = HttpResponse(status=response.status_code)
+    for name, value in response.items():
+        bare[name] = value
+    bare.cookies = response.cookies
+    response.close()  # a stream (the SSE view) is never started
+    return bare

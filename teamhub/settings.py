@@ -55,6 +55,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "teamhub.middleware.ApiErrors",  # JSON errors (and HEAD, OPTIONS) for everything under /api/
     "teamhub.middleware.RequestSizeLimit",  # 413 before anything reads an oversized body
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -72,7 +73,8 @@ ASGI_APPLICATION = "teamhub.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        # teamhub/templates links to the top-level templates/ (a real folder in the wheel).
+        "DIRS": [Path(__file__).resolve().parent / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -237,7 +239,18 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
+# DEBUG=0: hashed names and long cache lifetimes once collectstatic has run (teamhub/static.py).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "teamhub.static.HashedStaticFiles"
+    },
+}
+if not DEBUG and (STATIC_ROOT / "staticfiles.json").is_file():
+    MIDDLEWARE.insert(1, "servestatic.middleware.ServeStaticMiddleware")
 
 LOGGING = {
     "version": 1,

@@ -122,6 +122,57 @@ def test_unknown_function_and_missing_row_are_404(alice):
     )
 
 
+@pytest.mark.parametrize(
+    "method, path, allow",
+    [
+        ("get", "/api/rx/agents.create", "POST, OPTIONS"),
+        ("put", "/api/rx/agents.getAll", "GET, POST, HEAD, OPTIONS"),
+        ("delete", "/api/agents", "GET, POST, HEAD, OPTIONS"),
+        ("post", "/api/events", "GET, HEAD, OPTIONS"),
+        ("get", "/api/events/ack", "POST, OPTIONS"),
+        ("get", "/api/auth/login", "POST, OPTIONS"),
+    ],
+)
+def test_wrong_method_is_a_json_405_with_allow(alice, method, path, allow):
+    resp = getattr(client_for(alice), method)(path)
+    assert resp.status_code == 405
+    assert resp["Allow"] == allow
+    assert resp.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("path", ["/api/", "/api/nope", "/api/rx/", "/api/openapi.json/x"])
+def test_unknown_api_path_is_a_json_404(alice, path):
+    for client in (Client(), client_for(alice)):
+        resp = client.get(path)
+        assert resp.status_code == 404
+        assert resp.json()["error"]["code"] == "not_found"
+
+
+def test_options_answers_allow_and_head_answers_as_get(alice, org_a, agent_a):
+    client = client_for(alice)
+    options = client.options("/api/rx/agents.getAll")
+    assert options.status_code == 204
+    assert options["Allow"] == "GET, POST, HEAD, OPTIONS"
+    assert options.content == b""
+    query = {"organizationId": str(org_a.pk)}
+    get = client.get("/api/rx/agents.getAll", query)
+    head = client.head("/api/rx/agents.getAll", query)
+    assert head.status_code == get.status_code == 200
+    assert head.content == b""
+    assert head["Content-Type"] == get["Content-Type"]
+    assert int(head["Content-Length"]) == len(get.content)
+    anonymous = Client().head("/api/auth/me")
+    assert anonymous.status_code == 401
+    assert anonymous["Content-Type"] == "application/json"
+
+
+def test_head_on_the_event_stream_opens_no_stream(alice, org_a):
+    resp = client_for(alice).head("/api/events", {"organizationId": str(org_a.pk)})
+    assert resp.status_code == 200
+    assert resp["Content-Type"].startswith("text/event-stream")
+    assert not resp.streaming and resp.content == b""
+
+
 def test_csrf_required_for_session_writes(alice, org_a):
     client = client_for(alice)
     resp = client.post(
