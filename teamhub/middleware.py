@@ -177,6 +177,7 @@ class BodyLimit:
 # --- one error shape under /api/ --------------------------------------------------------------
 
 API_PREFIX = "/api/"
+METHOD_ORDER = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 class MethodNotAllowed(ReactiveError):
@@ -227,10 +228,11 @@ class ApiErrors:
     @staticmethod
     def after(method: str, response: HttpResponseBase) -> HttpResponseBase:
         if response.status_code == 405:
-            allowed = [m.strip() for m in response.get("Allow", "").split(",") if m.strip()]
-            if "GET" in allowed:
-                allowed.append("HEAD")
-            allowed.append("OPTIONS")
+            methods = {m.strip() for m in response.get("Allow", "").split(",")} | {"OPTIONS"}
+            if "GET" in methods:
+                methods.add("HEAD")
+            # Ninja keeps a path's methods in a set: list them in one order in every process.
+            allowed = [m for m in METHOD_ORDER if m in methods]
             if method == "OPTIONS":
                 response = HttpResponse(status=204)
                 del response["Content-Type"]

@@ -126,8 +126,8 @@ def test_unknown_function_and_missing_row_are_404(alice):
     "method, path, allow",
     [
         ("get", "/api/rx/agents.create", "POST, OPTIONS"),
-        ("put", "/api/rx/agents.getAll", "GET, POST, HEAD, OPTIONS"),
-        ("delete", "/api/agents", "GET, POST, HEAD, OPTIONS"),
+        ("put", "/api/rx/agents.getAll", "GET, HEAD, POST, OPTIONS"),
+        ("delete", "/api/agents", "GET, HEAD, POST, OPTIONS"),
         ("post", "/api/events", "GET, HEAD, OPTIONS"),
         ("get", "/api/events/ack", "POST, OPTIONS"),
         ("get", "/api/auth/login", "POST, OPTIONS"),
@@ -152,7 +152,7 @@ def test_options_answers_allow_and_head_answers_as_get(alice, org_a, agent_a):
     client = client_for(alice)
     options = client.options("/api/rx/agents.getAll")
     assert options.status_code == 204
-    assert options["Allow"] == "GET, POST, HEAD, OPTIONS"
+    assert options["Allow"] == "GET, HEAD, POST, OPTIONS"
     assert options.content == b""
     query = {"organizationId": str(org_a.pk)}
     get = client.get("/api/rx/agents.getAll", query)
