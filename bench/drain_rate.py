@@ -62,7 +62,7 @@ def main() -> None:
     from django.db import connection
 
     from agency.models import Agent, Organization, User
-    from reactive import capture, drain, events
+    from reactive import capture, drain, events, publishing
     from reactive.drainer import Drainer
 
     alias = connection.alias
@@ -77,15 +77,15 @@ def main() -> None:
     while drain.drain(alias):  # the inserts' rows, untimed
         pass
 
-    published = [0, 0]  # events.publish calls (one per batch drained), events in them
-    publish = events.publish
+    published = [0, 0]  # publishing.publish calls (one per batch drained), events in them
+    publish = publishing.publish
 
     def counting(*batches):
         published[0] += 1
         published[1] += sum(1 for b in batches for s, t in b.items() if t and s != events.SILENT)
         return publish(*batches)
 
-    events.publish = counting  # drain.py calls it as events.publish
+    publishing.publish = counting  # drain.py calls it as publishing.publish
 
     def pend(shape: str, n: int) -> float:
         """Leave `args.rows` change rows pending; returns the seconds the writes took."""
@@ -203,7 +203,7 @@ def main() -> None:
             f"{args.rows:,} pending change rows of agent UPDATEs, timed from the first "
             "`drain.drain()` to the one that finds nothing (claim, tags, cache "
             "bumps, event appends; no drainer thread, no clients). *Publish calls*: "
-            "`events.publish` calls (one per batch drained: up to 1,000 rows on SQLite, up to 200 "
+            "`publishing.publish` calls (one per batch drained: up to 1,000 rows on SQLite, up to 200 "
             "whole transactions on PostgreSQL); *events*: the "
             "events they appended (one per transaction and stream). Idle: CPU of "
             f"the whole process (getrusage) over {args.idle:g} s, without and then with a "

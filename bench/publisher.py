@@ -1,7 +1,7 @@
 """Events straight into the reactive layer at a set rate, without a write (realtime.py --source log).
 
 Runs in the environment of a BenchServer (its database, Redis and key prefix)
-and calls ``reactive.events.publish`` as a committed write would: the cache
+and calls ``reactive.publishing.publish`` as a committed write would: the cache
 bump, the log append and the fan-out to every server process. It reads one
 JSON step a line from stdin, ``{"tenant", "tags", "rate", "count"}``, publishes
 ``count`` events on schedule (open loop: a late event is sent at once, never
@@ -27,7 +27,7 @@ def main() -> None:
     import django
 
     django.setup()
-    from reactive.events import publish
+    from reactive.publishing import publish
 
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:

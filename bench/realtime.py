@@ -302,7 +302,7 @@ class HttpSource:
 class LogSource:
     """Events without writes: bench/publisher.py calls the publish path of a committed write."""
 
-    label = "reactive.events.publish in a separate process (no write)"
+    label = "reactive.publishing.publish in a separate process (no write)"
 
     def __init__(self, srv: BenchServer):
         self.srv = srv

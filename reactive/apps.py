@@ -9,6 +9,6 @@ class ReactiveConfig(AppConfig):
 
     def ready(self) -> None:
         """Called by Django once the apps are loaded: installs the change capture."""
-        from . import capture
+        from . import capture, checks  # noqa: F401  (checks registers the system checks)
 
         capture.install(self)

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from typing import Any
 
-from django.core.cache import caches
+from django.core.cache import BaseCache, caches
 
-from .conf import reactive_settings
+from .conf import on_change, reactive_settings
 from .inline import HITS_ONLY, CacheMiss, CacheUnavailable
 
 logger = logging.getLogger("reactive")
@@ -169,15 +169,14 @@ class SingleFlight:
     def run(self, key: Any, compute: Callable[[], Any]) -> Any:
         """Run `compute` for `key`, or wait for the run already in flight and share its result."""
         with self.lock:
-            flight = self.flights.get(key)
-            leader = flight is None
-            if leader:
+            running = self.flights.get(key)
+            if running is None:
                 flight = self.flights[key] = _Flight()
             else:
-                flight.followers += 1
-        if not leader:
-            if flight.done.wait(FOLLOWER_WAIT) and not flight.failed:
-                return flight.result
+                running.followers += 1
+        if running is not None:
+            if running.done.wait(FOLLOWER_WAIT) and not running.failed:
+                return running.result
             return compute()  # the leader failed or is stuck: do not fail with it
         try:
             flight.result = compute()
@@ -212,7 +211,7 @@ class ReactiveCache:
         self.breaker = Breaker(BYPASS_SECONDS)
 
     @property
-    def backend(self):
+    def backend(self) -> BaseCache:
         """The Django cache backend of this alias."""
         return caches[self.alias]
 
@@ -289,7 +288,7 @@ class ReactiveCache:
         return self.backend.get_many(keys)
 
     def _ensure(self, vkeys: list[str], current: list[str | None]) -> list[str]:
-        versions = list(current)
+        versions: list[str] = []
         for i, token in enumerate(current):
             if token is None:
                 fresh = new_token()
@@ -304,7 +303,8 @@ class ReactiveCache:
                     token = None
                 # Evicted again at once, or no cache: a token nobody holds
                 # makes the stored entry a future miss, never a wrong hit.
-                versions[i] = token or "!" + fresh
+                token = token or "!" + fresh
+            versions.append(token)
         return versions
 
     def bump(self, tags: Iterable[str]) -> bool:
@@ -406,10 +406,6 @@ class ReactiveCache:
         except Exception:
             self.failed(time.monotonic(), "could not bump the epoch")
 
-    def clear(self) -> None:
-        """Forget every entry and version (tests and operations)."""
-        self.backend.clear()
-
 
 def _computed(compute: Callable[[], Any]) -> tuple[Any, str]:
     data = compute()
@@ -428,6 +424,19 @@ def _safe(position: Callable[[], str]) -> str:
 def reactive_cache() -> ReactiveCache:
     """The process's reactive cache, on ``REACTIVE["CACHE_ALIAS"]``."""
     return ReactiveCache(reactive_settings()["CACHE_ALIAS"])
+
+
+on_change("CACHE_ALIAS")(reactive_cache.cache_clear)
+
+
+def invalidate_all() -> None:
+    """Make every cached result a miss, in every process: "invalidate everything".
+
+    Bumps reactive's epoch key, which every entry records; it clears nothing
+    else, so a cache alias shared with sessions or other data keeps them.
+    Clients are not told: their next fetch or revalidation gets fresh data.
+    """
+    reactive_cache().bump_epoch()
 
 
 def cached(key: str, tags: list[str], compute: Callable[[], Any], ttl: int | None = None) -> Any:

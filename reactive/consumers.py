@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from . import identity, inline
@@ -32,6 +31,7 @@ from .functions import Context, ReactiveFunction, registry
 from .http import BadRequest, parse_json
 from .log import Gap, get_log, parse_position
 from .sse import access_tags
+from .threads import database_sync_to_async
 
 logger = logging.getLogger("reactive")
 
@@ -361,6 +361,23 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
                 continue
             self.stream.unfollow(tenant)
             for sub in [s for s in self.subs.values() if tenant in s.tenants]:
+                if await self.still_answers(sub, tenant):
+                    continue
                 self.subs.pop(sub.id, None)
                 await self.error(sub.id, 403, "forbidden", "You no longer have access.")
+        return True
+
+    async def still_answers(self, sub: Subscription, lost: str) -> bool:
+        """Whether `sub` still answers the caller without the tenant they lost; then it
+        follows the tenants of its answer now.
+
+        A query of one organization is refused (403), but one that spans the
+        caller's organizations (their list) answers without the lost one and
+        must stay subscribed: its own invalidation already went out.
+        """
+        try:
+            fresh, _ = await database_sync_to_async(self._run)(sub.id, sub.fn, sub.input)
+        except ReactiveError:
+            return False
+        sub.tenants = fresh.tenants - {lost}
         return True

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from . import events
+from . import publishing
 from .cache import reactive_cache
 from .changes import Changes, Row, transactions
 from .conf import reactive_settings
@@ -163,7 +163,7 @@ def _drain_shared(conn: BaseDatabaseWrapper, own: bool) -> int:
             try:
                 with transaction.atomic(using=conn.alias):
                     rows = _claim(conn, own=own)
-                    if rows and not events.publish(*transactions(rows)):
+                    if rows and not publishing.publish(*transactions(rows)):
                         raise _Unpublished
             except _Unpublished:
                 return total
@@ -194,7 +194,7 @@ def _drain_local(conn: BaseDatabaseWrapper) -> int:
             if conn.vendor == "sqlite" and mark and rows[0].id != mark + 1:
                 # AUTOINCREMENT ids have no holes: rows this process never saw were pruned.
                 batches.append(_everything())
-            if not events.publish(*batches):
+            if not publishing.publish(*batches):
                 break
             mark = _marks[alias] = rows[-1].id
             total += len(rows)
@@ -238,7 +238,7 @@ def _drain_local_pg(conn: BaseDatabaseWrapper) -> int:
         records = cursor.fetchall()
         done = _published.setdefault(alias, {})
         rows = [Row(*r[:-1]) for r in records if r[0] not in done]
-        if rows and not events.publish(*transactions(rows)):
+        if rows and not publishing.publish(*transactions(rows)):
             return 0
         if records:
             low = records[0][-1]
@@ -291,7 +291,7 @@ def _overflowed(conn: BaseDatabaseWrapper) -> bool:
         names = {name for (name,) in cursor.fetchall()}
         tags = _table_tags(names)
         logger.warning("reactive: %d+ change rows pending; invalidating %s", bound, sorted(names))
-        if not events.publish({None: tags}):
+        if not publishing.publish({None: tags}):
             return True
         cursor.execute(f"DELETE FROM {CHANGE_TABLE} WHERE id <= %s", [top])
     return True

@@ -15,13 +15,11 @@ import logging
 import os
 import threading
 
-from asgiref.sync import sync_to_async
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from . import drain
 from .cache import reactive_cache
 from .conf import reactive_settings
-from .fanout import close_hub, shutdown
 from .triggers import CHANNEL
 
 logger = logging.getLogger("reactive")
@@ -148,31 +146,3 @@ def stop_drainer() -> None:
         if _drainer is not None:
             _drainer.stop()
         _drainer = None
-
-
-class Lifespan:
-    """ASGI wrapper: starts the drainer when the server starts, stops it at shutdown.
-
-    Servers that send ASGI lifespan events (uvicorn, hypercorn) need nothing
-    else; under one that does not (daphne), call :func:`start_drainer` in the
-    ASGI module. Other scopes go to `app` unchanged.
-    """
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        """Answer lifespan messages; hand every other scope to the wrapped app."""
-        if scope["type"] != "lifespan":
-            return await self.app(scope, receive, send)
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                start_drainer()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                shutdown()  # open streams end (when the server did not end them already)
-                await close_hub()
-                await sync_to_async(stop_drainer, thread_sensitive=False)()
-                await send({"type": "lifespan.shutdown.complete"})
-                return

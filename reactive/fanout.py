@@ -1,14 +1,12 @@
 """Live fan-out: one listener per process, local dispatch to its connections.
 
-With Redis, the log's append script also PUBLISHes each event, in the same
-round trip as the XADD, and every process's :class:`Hub` holds one pub/sub
-subscription: a write costs no extra round trip, and an event costs one
-message per process, whatever the number of connections. Embedded, the
-writer hands events to this process's hubs directly; any other channel layer
-is used through one group member per process. The SSE frame is built once
-per event. Each event names its tenant's previous event (``prev``), so a hub
-that sees a hole (a message lost or reordered) reads the log to fill it before
-dispatching: connections receive every event, in order.
+The event log's backend carries each event to every process's :class:`Hub`
+(:meth:`reactive.log.EventLog.listen`: Redis pub/sub, or a hand-off within the
+process), and the hub hands it to its own connections: an event costs one
+message per process, whatever the number of connections. The SSE frame is
+built once per event. Each event names its tenant's previous event (``prev``),
+so a hub that sees a hole (a message lost or reordered) reads the log to fill
+it before dispatching: connections receive every event, in order.
 
 Shutdown: an ASGI server waits for open connections to finish before it tells
 the application (uvicorn sends ``lifespan.shutdown`` only after they close),
@@ -29,40 +27,21 @@ import threading
 import time
 import weakref
 from collections import defaultdict
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
-from asgiref.sync import async_to_sync, sync_to_async
-from channels.layers import InMemoryChannelLayer, get_channel_layer
+from asgiref.sync import sync_to_async
 
 from .cache import reactive_cache
 from .conf import reactive_settings
 from .events import GLOBAL_TENANT, Event
-from .log import Gap, RedisLog, get_log
+from .log import Gap, get_log
 
 logger = logging.getLogger("reactive")
 
-GROUP = "reactive.events"
-REJOIN_SECONDS = 600  # group memberships expire on the layer; rejoin well before
 QUEUE_SIZE = 1000  # events a slow connection may lag before it is told to reset
-PING_SECONDS = 1.0  # an idle pub/sub subscription pings Redis this often ...
-SILENT_SECONDS = 5.0  # ... and is dropped and made again when Redis stays silent this long
 RETRY_MAX_SECONDS = 5.0  # the listener's reconnect backoff, from 0.1 s
-
-
-def broadcast(event: Event) -> None:
-    """Send a committed event to every process's hub."""
-    if isinstance(get_log(), RedisLog):
-        return  # the append script published it to every hub in the same round trip
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    if isinstance(layer, InMemoryChannelLayer):
-        # Its only listeners are this process's hubs: hand the event to their
-        # loops without blocking the writer on a round trip through the layer.
-        for loop, hub in list(_hubs.items()):
-            if not loop.is_closed():
-                asyncio.run_coroutine_threadsafe(hub.handle(event), loop)
-        return
-    async_to_sync(layer.group_send)(GROUP, {"type": "reactive.event", "event": event.as_dict()})
 
 
 class Stream:
@@ -154,16 +133,13 @@ class Hub:
     def __init__(self) -> None:
         self.streams: dict[str, set[Stream]] = defaultdict(set)
         self.last: dict[str, str] = {}  # tenant -> id of the last event dispatched
-        self.task: asyncio.Task | None = None
-        self.beats: asyncio.Task | None = None
-        self.channel: str | None = None  # on a channel layer
-        self.redis = None  # or on Redis pub/sub
-        self.stop_token = ""
+        self.task: asyncio.Task[None] | None = None
+        self.beats: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
         self.up = False  # the listener is subscribed (its backoff restarts after a failure)
         self.dispatched = 0
         self.stopping = False  # the process is shutting down: streams end, none starts
-        self.closing: asyncio.Task | None = None
+        self.closing: asyncio.Task[None] | None = None
 
     async def open(self, tenants: set[str]) -> Stream:
         """A new stream following `tenants` (and the global tenant); starts the listener.
@@ -239,14 +215,10 @@ class Hub:
 
     async def listen(self) -> None:
         """Receive events until closed; on a failure, retry and fill what was missed from the log."""
-        log = get_log()
         delay = 0.1
         while True:
             try:
-                if isinstance(log, RedisLog):
-                    await self.listen_redis(log)
-                else:
-                    await self.listen_layer()
+                await get_log().listen(self)
                 return
             except asyncio.CancelledError:
                 raise
@@ -264,81 +236,10 @@ class Hub:
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
                 await self.resync()
 
-    async def listen_redis(self, log: RedisLog) -> None:
-        """One Redis pub/sub subscription for the whole process.
-
-        Its own reconnects (redis-py's retries) are off: a dropped subscription
-        must surface here, so that the hub reads what it missed from the log. An
-        idle subscription pings Redis, so a partition (a silent connection) is
-        noticed too, not only a closed one.
-        """
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
-        client = aioredis.Redis.from_url(
-            log.url,
-            decode_responses=True,
-            socket_connect_timeout=2,
-            socket_timeout=SILENT_SECONDS,
-            retry=Retry(NoBackoff(), 0),
-        )
-        pubsub = client.pubsub()
-        loop = asyncio.get_running_loop()
-        try:
-            await pubsub.subscribe(log.channel)
-            self.redis, self.stop_token = client, f"stop\x1e{id(self)}"
-            self.up = True
-            log.breaker.reset()  # Redis answers: read what was missed now, not in a second
-            self.ready.set()
-            await self.resync()  # anything published while (re)subscribing
-            heard = pinged = loop.time()
-            while True:
-                message = await pubsub.get_message(timeout=PING_SECONDS)
-                if message is None:
-                    if loop.time() - heard > SILENT_SECONDS:
-                        raise ConnectionError("Redis pub/sub is silent (partition?)")
-                    if loop.time() - pinged >= PING_SECONDS:
-                        pinged = loop.time()
-                        await pubsub.ping()
-                    continue
-                if loop.time() - heard > 2.5 * PING_SECONDS:
-                    # Redis was silent a while (a short partition?): messages may have
-                    # been lost without the connection dropping. Read the log for them.
-                    heard = loop.time()
-                    await self.resync()
-                heard = loop.time()
-                if message["type"] != "message":
-                    continue  # subscribe confirmations, pongs
-                if message["data"] == self.stop_token:
-                    return
-                event = RedisLog.parse(message["data"])
-                if event is not None:
-                    await self.handle(event)
-        finally:
-            try:
-                await pubsub.aclose()
-                await client.aclose()
-            except Exception:
-                logger.debug("reactive: closing a broken pub/sub connection", exc_info=True)
-
-    async def listen_layer(self) -> None:
-        """Any other channel layer: one group member per process."""
-        layer = get_channel_layer()
-        channel = self.channel = await layer.new_channel()
-        await layer.group_add(GROUP, channel)
+    def connected(self) -> None:
+        """The log's live path is up (:class:`reactive.log.Receiver`)."""
         self.up = True
         self.ready.set()
-        rejoin = asyncio.get_running_loop().time() + REJOIN_SECONDS
-        while True:
-            message = await layer.receive(channel)
-            if message["type"] == "reactive.stop":
-                await layer.group_discard(GROUP, channel)
-                return
-            await self.handle(Event.from_dict(message["event"]))
-            if asyncio.get_running_loop().time() > rejoin:
-                await layer.group_add(GROUP, channel)
-                rejoin += REJOIN_SECONDS
 
     async def heartbeat(self) -> None:
         """One timer for every stream of the process, instead of a timeout per stream."""
@@ -381,17 +282,14 @@ class Hub:
             self.beats.cancel()
         if self.task is None or self.task.done():
             return
-        if self.redis is not None:
-            await self.redis.publish(get_log().channel, self.stop_token)
-        elif self.channel is not None:
-            await get_channel_layer().send(self.channel, {"type": "reactive.stop"})
+        await get_log().stop(self)
         try:
             await asyncio.wait_for(self.task, 5)
         except (TimeoutError, asyncio.CancelledError):
             self.task.cancel()
 
     async def handle(self, event: Event) -> None:
-        """Dispatch one event from the layer, filling any hole from the log first."""
+        """Dispatch one event from the live path, filling any hole from the log first."""
         last = self.last.get(event.tenant)
         if last is None or int(event.id) <= int(last):
             return  # nobody here follows the tenant, or it was dispatched already
@@ -492,13 +390,20 @@ def install_shutdown_hook() -> None:
             continue
         if getattr(previous, "reactive_shutdown", False):
             continue
+        signal.signal(sig, _ChainedHandler(previous))
 
-        def handler(signum, frame, previous=previous):
-            shutdown()
-            previous(signum, frame)
 
-        handler.reactive_shutdown = True
-        signal.signal(sig, handler)
+class _ChainedHandler:
+    """A signal handler that ends this process's streams, then runs the server's own."""
+
+    reactive_shutdown = True  # marks it, so that it is chained once
+
+    def __init__(self, previous: Callable[[int, FrameType | None], Any]) -> None:
+        self.previous = previous
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        shutdown()
+        self.previous(signum, frame)
 
 
 async def close_hub() -> None:

@@ -1,22 +1,34 @@
-"""The per-tenant event log: append-only, monotonic ids, bounded, replayable.
+"""The per-tenant event log and its live path, behind one small interface.
 
 Ids come from one global sequence, so a position (a query's ``cursor``) is
-comparable across tenants. Redis Streams back it when ``REDIS_URL`` is set; an
-in-process store otherwise (embedded mode runs one process). The sequence is
-seeded from the clock, so ids keep growing across restarts; each log also
-remembers its origin, so a position older than what it holds gives a reset.
+comparable across tenants. The sequence is seeded from the clock, so ids keep
+growing across restarts; each log also remembers its origin, so a position
+older than what it holds gives a reset.
+
+A backend stores events (:meth:`EventLog.append`, :meth:`~EventLog.read`) and
+carries them live to every process's hub (:meth:`EventLog.announce`,
+:meth:`~EventLog.listen`), so nothing outside it knows which one is in use.
+It is chosen by dotted path, as ``SESSION_ENGINE`` chooses a session store::
+
+    REACTIVE = {"LOG_BACKEND": "reactive.backends.redis.RedisLog",
+                "LOG_OPTIONS": {"url": "redis://localhost:6379/0"}}
+
+``reactive.backends.memory.MemoryLog`` (the default) serves one process;
+``reactive.backends.redis.RedisLog`` any number.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
+from abc import ABC, abstractmethod
 from functools import cache
-from typing import Protocol
+from typing import Any, Protocol
 
-from .conf import reactive_settings
+from django.utils.module_loading import import_string
+
+from .conf import on_change, reactive_settings
 from .events import Event
+
+__all__ = ["EventLog", "Gap", "Receiver", "get_log", "parse_position"]
 
 
 class Gap(Exception):
@@ -33,196 +45,63 @@ def parse_position(position: str | int | None) -> int | None:
     return value
 
 
-class EventLog(Protocol):
-    """What the SSE view, the consumer and the publisher need from a log."""
+class Receiver(Protocol):
+    """What a live path delivers to: a process's hub (:class:`reactive.fanout.Hub`)."""
 
+    async def handle(self, event: Event) -> None:
+        """Take one event (the hub fills holes from the log itself)."""
+
+    async def resync(self) -> None:
+        """Read from the log whatever may have been missed (after a silence or a reconnect)."""
+
+    def connected(self) -> None:
+        """The live path is up: events published from now on will arrive."""
+
+
+class EventLog(ABC):
+    """An event log: storage, read by position, and a live path to every hub."""
+
+    SHARED = True  # several processes see one log (False: it lives in one process)
+
+    def __init__(self, *, maxlen: int, prefix: str, **options: Any):
+        self.maxlen = maxlen
+        self.prefix = prefix
+
+    @abstractmethod
     def append(self, tenant: str, tags: list[str], at: int) -> Event:
         """Append an event of `tenant` with `tags` committed at `at` (epoch ms); return it."""
 
+    @abstractmethod
     def position(self) -> str:
         """The log's current position: the newest id of the global sequence (a cursor)."""
 
+    @abstractmethod
     def last_id(self, tenant: str) -> str:
         """The id of `tenant`'s newest event, or 0 when it has none."""
 
+    @abstractmethod
     def read(self, tenants: list[str], since: int, limit: int = 1000) -> list[Event]:
         """`tenants`' events after `since`, oldest first, at most `limit` (Gap if not held)."""
 
+    @abstractmethod
+    def announce(self, event: Event) -> None:
+        """Carry an appended event to every hub (a backend may do so within ``append``)."""
 
-class MemoryLog:
-    """The embedded log: per-tenant deques under one lock."""
+    @abstractmethod
+    async def listen(self, receiver: Receiver) -> None:
+        """Deliver events to `receiver` until :meth:`stop`; raise when the live path fails."""
 
-    def __init__(self, maxlen: int):
-        self.maxlen = maxlen
-        self.lock = threading.Lock()
-        self.seq = time.time_ns() // 1000  # microseconds: grows across restarts
-        self.origin = self.seq
-        self.streams: dict[str, deque[Event]] = {}
-        self.trimmed: dict[str, int] = {}  # tenant -> id of the newest event dropped
-        self.last: dict[str, str] = {}
-
-    def append(self, tenant: str, tags: list[str], at: int) -> Event:
-        """Append to the tenant's deque, trimming it to `maxlen`."""
-        with self.lock:
-            self.seq += 1
-            event = Event(str(self.seq), tenant, tags, at, self.last.get(tenant, "0"))
-            self.last[tenant] = event.id
-            stream = self.streams.setdefault(tenant, deque())
-            stream.append(event)
-            if len(stream) > self.maxlen:
-                self.trimmed[tenant] = int(stream.popleft().id)
-            return event
-
-    def position(self) -> str:
-        """The in-process sequence's current value."""
-        return str(self.seq)
-
-    def last_id(self, tenant: str) -> str:
-        """The tenant's newest id, or 0."""
-        return self.last.get(tenant, "0")
-
-    def read(self, tenants: list[str], since: int, limit: int = 1000) -> list[Event]:
-        """Read the tenants' deques under the lock."""
-        with self.lock:
-            if since < self.origin or since > self.seq:
-                raise Gap(since)
-            out = []
-            for tenant in tenants:
-                if since < self.trimmed.get(tenant, 0):
-                    raise Gap(since)
-                out += [e for e in self.streams.get(tenant, ()) if int(e.id) > since]
-        out.sort(key=lambda e: int(e.id))
-        return out[:limit]
-
-
-_APPEND = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SET', KEYS[1], ARGV[4])
-  redis.call('SET', KEYS[2], ARGV[4])
-end
-redis.call('INCR', KEYS[1])
-local id = redis.call('GET', KEYS[1])  -- a string: Lua would print a big number as a float
-local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
-local prev = '0'
-if last[1] then prev = string.match(last[1][1], '^(%d+)') end
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], id .. '-0', 't', ARGV[2], 'at', ARGV[3])
--- the live path: one message to every process's hub, in the same round trip
-local sep = string.char(30)
-redis.call('PUBLISH', KEYS[4], id .. sep .. prev .. sep .. ARGV[3] .. sep .. ARGV[5] .. sep .. ARGV[2])
-return {id, prev}
-"""
-
-_POSITION = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SET', KEYS[1], ARGV[1])
-  redis.call('SET', KEYS[2], ARGV[1])
-end
-return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}
-"""
-
-
-class RedisLog:
-    """The shared log: one Redis Stream per tenant, ids ``<seq>-0`` from one counter.
-
-    When Redis does not answer, operations fail fast for a moment (a
-    :class:`~reactive.cache.Breaker`) instead of each waiting for its timeout.
-    """
-
-    BYPASS_SECONDS = 1.0
-
-    def __init__(self, url: str, maxlen: int, prefix: str = "rx"):
-        import redis
-
-        from .cache import Breaker
-
-        self.client = redis.Redis.from_url(
-            url, socket_timeout=2, socket_connect_timeout=2, decode_responses=True
-        )
-        self.breaker = Breaker(self.BYPASS_SECONDS)
-        self.unreachable = (redis.ConnectionError, redis.TimeoutError)
-        self.maxlen = maxlen
-        self.url = url
-        self.seq_key, self.origin_key = f"{prefix}:seq", f"{prefix}:origin"
-        self.channel = f"{prefix}:events"  # Redis pub/sub: each process's hub subscribes once
-        self.prefix = prefix
-        self._append = self.client.register_script(_APPEND)
-        self._position = self.client.register_script(_POSITION)
-
-    def stream_key(self, tenant: str) -> str:
-        """The Redis Stream key of `tenant`'s events."""
-        return f"{self.prefix}:log:{tenant}"
-
-    def _guarded(self, operation, *args, **kwargs):
-        self.breaker.check()
-        started = time.monotonic()
-        try:
-            result = operation(*args, **kwargs)
-        except self.unreachable:
-            self.breaker.trip(started)
-            raise
-        self.breaker.reset()
-        return result
-
-    def append(self, tenant: str, tags: list[str], at: int) -> Event:
-        """Append in one script call, which also publishes the event to every hub."""
-        keys = [self.seq_key, self.origin_key, self.stream_key(tenant), self.channel]
-        args = [self.maxlen, "\x1f".join(tags), at, time.time_ns() // 1000, tenant]
-        seq, prev = self._guarded(self._append, keys=keys, args=args)
-        return Event(str(seq), tenant, tags, at, str(prev))
-
-    @staticmethod
-    def parse(message: str) -> Event | None:
-        """An event published by the append script (None for anything else)."""
-        parts = message.split("\x1e")
-        if len(parts) != 5:
-            return None
-        event_id, prev, at, tenant, tags = parts
-        return Event(event_id, tenant, tags.split("\x1f") if tags else [], int(at), prev)
-
-    def _bounds(self) -> tuple[int, int]:
-        seq, origin = self._guarded(
-            self._position, keys=[self.seq_key, self.origin_key], args=[time.time_ns() // 1000]
-        )
-        return int(seq), int(origin)
-
-    def position(self) -> str:
-        """The Redis sequence's current value (seeded from the clock on first use)."""
-        return str(self._bounds()[0])
-
-    def last_id(self, tenant: str) -> str:
-        """The tenant's newest id from its stream, or 0."""
-        last = self._guarded(self.client.xrevrange, self.stream_key(tenant), count=1)
-        return last[0][0].split("-")[0] if last else "0"
-
-    def read(self, tenants: list[str], since: int, limit: int = 1000) -> list[Event]:
-        """Read the tenants' streams, through the breaker."""
-        return self._guarded(self._read, tenants, since, limit)
-
-    def _read(self, tenants: list[str], since: int, limit: int) -> list[Event]:
-        seq, origin = self._bounds()
-        if since < origin or since > seq:
-            raise Gap(since)
-        out: list[Event] = []
-        for tenant in tenants:
-            key = self.stream_key(tenant)
-            if self.client.exists(key):
-                deleted = self.client.xinfo_stream(key).get("max-deleted-entry-id", "0-0")
-                if since < int(str(deleted).split("-")[0]):
-                    raise Gap(since)
-            prev = str(since)
-            for entry_id, fields in self.client.xrange(key, min=f"({since}-0", count=limit):
-                tags = fields["t"].split("\x1f") if fields["t"] else []
-                event_id = entry_id.split("-")[0]
-                out.append(Event(event_id, tenant, tags, int(fields["at"]), prev))
-                prev = event_id
-        out.sort(key=lambda e: int(e.id))
-        return out[:limit]
+    @abstractmethod
+    async def stop(self, receiver: Receiver) -> None:
+        """Make `receiver`'s :meth:`listen` return soon (by a message, not a cancellation)."""
 
 
 @cache
 def get_log() -> EventLog:
-    """The process's log, chosen by ``REACTIVE["REDIS_URL"]``."""
+    """The process's log: ``REACTIVE["LOG_BACKEND"]`` with ``LOG_OPTIONS``."""
     conf = reactive_settings()
-    if conf["REDIS_URL"]:
-        return RedisLog(conf["REDIS_URL"], conf["LOG_MAXLEN"], prefix=conf.get("KEY_PREFIX", "rx"))
-    return MemoryLog(conf["LOG_MAXLEN"])
+    backend: type[EventLog] = import_string(conf.LOG_BACKEND)
+    return backend(maxlen=conf.LOG_MAXLEN, prefix=conf.KEY_PREFIX, **conf.LOG_OPTIONS)
+
+
+on_change("LOG_BACKEND", "LOG_OPTIONS", "LOG_MAXLEN", "KEY_PREFIX")(get_log.cache_clear)

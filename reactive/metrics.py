@@ -13,12 +13,13 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from typing import TypedDict
 
-from channels.db import database_sync_to_async
 from django.db import connection, transaction
 from django.db.models import F
 
 from .conf import reactive_settings
+from .threads import database_sync_to_async
 
 logger = logging.getLogger("reactive")
 
@@ -116,12 +117,24 @@ def flush() -> None:
                     _pending[name][field] += row[field]
 
 
-def snapshot() -> list[dict]:
+class FunctionTotals(TypedDict):
+    """One function's counters summed over every process, as the staff endpoint shows them."""
+
+    name: str
+    hits: int
+    misses: int
+    invalidated: int
+    errors: int
+    hitRate: float | None  # the JSON's camelCase
+    avgMs: float | None  # milliseconds per call (None before any call)
+
+
+def snapshot() -> list[FunctionTotals]:
     """Every function's totals (after flushing this process), for display."""
     from .models import FunctionStats
 
     flush()
-    out = []
+    out: list[FunctionTotals] = []
     for stats in FunctionStats.objects.all():
         out.append(
             {

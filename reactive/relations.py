@@ -18,7 +18,7 @@ from functools import cache
 
 from django.db import models
 
-from .conf import reactive_settings
+from .conf import on_change, reactive_settings
 from .tables import LOOKUP_PREFIX, concrete, descendants, tenant_column, user_column
 from .tags import TagTemplate
 
@@ -98,6 +98,7 @@ def tagged_columns(model: type[models.Model]) -> frozenset[str]:
     return frozenset(n for n in names if n in local) | {LOOKUP_PREFIX}
 
 
+@on_change("RELATIONS", "SCOPED_FIELDS", "TENANT_MODEL", "TENANT_FIELD")
 def reset() -> None:
     """Forget the derived graph (settings changed, a dependency declared)."""
     relations_of.cache_clear()

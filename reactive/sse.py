@@ -21,8 +21,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from channels.db import database_sync_to_async
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
@@ -34,6 +33,7 @@ from .events import GLOBAL_TENANT
 from .fanout import Stream, get_hub
 from .http import check_csrf, error_response, json_body, json_response
 from .log import Gap, get_log, parse_position
+from .threads import database_sync_to_async
 
 logger = logging.getLogger("reactive")
 
@@ -156,7 +156,7 @@ async def event_stream(
 
 
 @require_GET
-async def events_view(request: HttpRequest) -> HttpResponse:
+async def events_view(request: HttpRequest) -> HttpResponseBase:
     """The SSE endpoint."""
     user = await request_user(request)
     try:

@@ -23,7 +23,7 @@ from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.db import models
 
-from .conf import reactive_settings
+from .conf import on_change, reactive_settings
 
 CHANGE_TABLE = "reactive_change"
 LOOKUP_PREFIX = "_t_"  # keys of looked-up tenants in a change row: _t_<column>
@@ -218,6 +218,7 @@ def _family() -> tuple[dict[type[models.Model], tuple[type[models.Model], ...]]]
     return ({k: tuple(v) for k, v in children.items()},)
 
 
+@on_change("IGNORED_APPS", "TENANT_MODEL", "TENANT_FIELD")
 def reset() -> None:
     """Forget what was derived from the models and settings (settings changed, tests)."""
     for fn in (_tracked_set, _tracked_names, tracked_tables, table_of, tenant_column, user_column):

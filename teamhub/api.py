@@ -7,11 +7,20 @@ from ninja.errors import HttpError, ValidationError
 
 from agency import routes
 from agency.routes import auth_router, rest_router
-from reactive.api import ReactiveAPI, build_events_router, build_router
-from reactive.errors import InvalidInput, ReactiveError, pydantic_errors
-from reactive.functions import registry
-from reactive.http import BadRequest, CsrfFailed, error_response
-from reactive.sse import ack_view, events_view
+from reactive import (
+    BadRequest,
+    CsrfFailed,
+    InvalidInput,
+    ReactiveAPI,
+    ReactiveError,
+    ack_view,
+    build_events_router,
+    build_router,
+    error_response,
+    events_view,
+    pydantic_errors,
+    registry,
+)
 
 logger = logging.getLogger("teamhub")
 

@@ -14,8 +14,7 @@ from teamhub import middleware  # noqa: E402
 middleware.install()
 
 from agency.auth import WebSocketTokenAuth  # noqa: E402
-from reactive.drainer import Lifespan  # noqa: E402
-from reactive.routing import websocket_application  # noqa: E402
+from reactive import Lifespan, websocket_application  # noqa: E402
 
 # Lifespan: the server starts this process's drainer, which publishes writes
 # made outside it (other processes, raw SQL from other services).

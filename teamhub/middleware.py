@@ -21,8 +21,7 @@ from django.middleware.common import CommonMiddleware
 from django.middleware.csrf import CsrfViewMiddleware
 from django.middleware.security import SecurityMiddleware
 
-from reactive.errors import NotFound, ReactiveError
-from reactive.http import TooLarge, error_response
+from reactive import MethodNotAllowed, NotFound, TooLarge, error_response
 
 INLINE = (
     SecurityMiddleware,
@@ -178,12 +177,6 @@ class BodyLimit:
 
 API_PREFIX = "/api/"
 METHOD_ORDER = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-
-
-class MethodNotAllowed(ReactiveError):
-    """The path exists, the method does not (``Allow`` lists the ones that do)."""
-
-    status, code, default_message = 405, "method_not_allowed", "Method not allowed."
 
 
 class ApiErrors:

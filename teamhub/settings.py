@@ -171,7 +171,12 @@ REACTIVE = {
     # Every event belongs to one tenant: the organization a row is scoped by.
     "TENANT_MODEL": "agency.organization",
     "TENANT_FIELD": "organization",
-    "REDIS_URL": REDIS_URL,
+    # The event log and its live path: Redis Streams + pub/sub shared by every worker,
+    # or (embedded) this process's memory.
+    "LOG_BACKEND": "reactive.backends.redis.RedisLog"
+    if REDIS_URL
+    else "reactive.backends.memory.MemoryLog",
+    "LOG_OPTIONS": {"url": REDIS_URL} if REDIS_URL else {},
     "LOG_MAXLEN": int(os.environ.get("REACTIVE_LOG_MAXLEN", "10000")),
     "DEFAULT_TTL": 3600,
     "AUTHORIZE_TENANT": "agency.access.can_follow",

@@ -5,7 +5,7 @@ import os
 from django.contrib import admin
 from django.urls import include, path
 
-from reactive.sse import ack_view, events_view
+from reactive import ack_view, events_view
 
 from .api import api
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 from django.conf import settings
+from django.core.cache import caches
 from django.test import Client
 
 from agency.models import Agent, Membership, Organization, User
-from reactive import events, metrics
 from reactive import log as reactive_log
+from reactive import metrics, publishing
 from reactive.cache import reactive_cache
 from tests import report
 
@@ -58,7 +59,7 @@ def reactive_state(request):
     was just cleared).
     """
     if not SERVICES:
-        reactive_cache().clear()
+        caches[reactive_cache().alias].clear()  # the test run's own locmem cache
         reactive_log.get_log.cache_clear()
     metrics.discard_pending()
     reactive_cache().unbumped.clear()
@@ -87,14 +88,14 @@ def skip_pending_changes() -> None:
 def published(monkeypatch):
     """The change sets published (one per committed transaction)."""
     seen: list[dict] = []
-    original = events.publish
+    original = publishing.publish
 
     def spy(*batches):
         for changes in batches:
             seen.append({tenant: set(tags) for tenant, tags in changes.items()})
         return original(*batches)
 
-    monkeypatch.setattr(events, "publish", spy)
+    monkeypatch.setattr(publishing, "publish", spy)
     return seen
 
 

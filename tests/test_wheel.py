@@ -12,35 +12,24 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.live import ROOT, free_port
+from tests.live import free_port
+from tests.wheels import build_wheel, fresh_venv, run
 
 pytestmark = pytest.mark.timeout(600)
 STARTUP = 60
-
-
-def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=480, **kwargs)
-    assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     """A fresh virtualenv holding TeamHub's wheel and its declared dependencies only."""
     base = tmp_path_factory.mktemp("wheel")
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(base), str(ROOT)])
-    (wheel,) = base.glob("teamhub-*.whl")
-    venv = base / "venv"
-    run([sys.executable, "-m", "venv", str(venv)])
-    run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)])
-    return venv
+    return fresh_venv(base / "venv", str(build_wheel(".", base)))
 
 
 def test_the_wheel_carries_the_templates_and_static_files(installed):

@@ -1,0 +1,1 @@
+"""Event log backends (see :mod:`reactive.log`): ``memory`` for one process, ``redis`` for many."""
