@@ -19,10 +19,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorWrapper
 
 from . import publishing
 from .cache import reactive_cache
@@ -53,7 +55,7 @@ class _Unpublished(Exception):
 
 def is_local() -> bool:
     """Whether the reactive cache belongs to this process alone (every process reads every row)."""
-    mode = reactive_settings()["DRAIN_MODE"]
+    mode: str = reactive_settings()["DRAIN_MODE"]
     if mode != "auto":
         return mode == "local"
     backend = type(reactive_cache().backend).__name__
@@ -81,14 +83,15 @@ def forget_ready() -> None:
 
 
 @contextmanager
-def internal(conn: BaseDatabaseWrapper):
+def internal(conn: BaseDatabaseWrapper) -> Iterator[None]:
     """Statements run inside are reactive's own: the execute wrapper ignores them."""
     previous = getattr(conn, "_rx_internal", False)
-    conn._rx_internal = True
+    # reactive's own flag, kept on the connection wrapper (the stubs know no such attribute)
+    conn._rx_internal = True  # type: ignore[attr-defined]
     try:
         yield
     finally:
-        conn._rx_internal = previous
+        conn._rx_internal = previous  # type: ignore[attr-defined]
 
 
 def drain(using: str = "default", *, own: bool = False) -> int:
@@ -113,7 +116,7 @@ def drain(using: str = "default", *, own: bool = False) -> int:
         return 0
 
 
-def _rows(cursor) -> list[Row]:
+def _rows(cursor: CursorWrapper) -> list[Row]:
     rows = [Row(*record) for record in cursor.fetchall()]
     return sorted(rows, key=lambda r: r.id)
 
@@ -145,6 +148,11 @@ def _claim(conn: BaseDatabaseWrapper, own: bool) -> list[Row]:
                 f"ORDER BY id LIMIT {BATCH}) RETURNING {COLUMNS}"
             )
         return _rows(cursor)
+
+
+def mark_published(conn: BaseDatabaseWrapper) -> None:
+    """Local mode: take every change row written so far as published (a test's fresh start)."""
+    _marks[conn.alias] = max_id(conn)
 
 
 def max_id(conn: BaseDatabaseWrapper) -> int:

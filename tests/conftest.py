@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import pytest
 from django.conf import settings
-from django.core.cache import caches
 from django.test import Client
 
 from agency.models import Agent, Membership, Organization, User
-from reactive import log as reactive_log
-from reactive import metrics, publishing
-from reactive.cache import reactive_cache
+from reactive import testing
 from tests import report
 
 SERVICES = bool(settings.REDIS_URL)
@@ -50,53 +47,25 @@ def fast_passwords(settings):
 
 @pytest.fixture(autouse=True)
 def reactive_state(request):
-    """Embedded: every test starts with an empty cache and event log.
+    """Every test starts with no cached results, events or pending changes (reactive.testing).
 
-    With Redis nothing is wiped: live servers of the run share it (their hubs'
-    group memberships live there too), and every test uses fresh ids anyway.
-    The change rows of the previous test's flush are published (services: the
-    shared cache still holds that test's entries) or skipped (embedded: the cache
-    was just cleared).
+    The database is reset only for tests that use it: the change rows of the
+    previous test's flush are published (shared cache) or skipped (locmem).
     """
-    if not SERVICES:
-        caches[reactive_cache().alias].clear()  # the test run's own locmem cache
-        reactive_log.get_log.cache_clear()
-    metrics.discard_pending()
-    reactive_cache().unbumped.clear()
-    if request.node.get_closest_marker("django_db") is not None:
+    if request.node.get_closest_marker("django_db") is None:
+        testing.reset_caches()
+    else:
         request.getfixturevalue("django_db_setup")
         with request.getfixturevalue("django_db_blocker").unblock():
-            skip_pending_changes()
+            testing.reset()
     yield
 
 
-def skip_pending_changes() -> None:
-    """Publish (shared cache) or skip (local cache) the change rows written so far."""
-    from django.db import connection
-
-    from reactive import drain
-
-    if not drain.ready(connection):
-        return
-    if drain.is_local():
-        drain._marks[connection.alias] = drain.max_id(connection)
-    else:
-        drain.drain(connection.alias)
-
-
 @pytest.fixture
-def published(monkeypatch):
+def published():
     """The change sets published (one per committed transaction)."""
-    seen: list[dict] = []
-    original = publishing.publish
-
-    def spy(*batches):
-        for changes in batches:
-            seen.append({tenant: set(tags) for tenant, tags in changes.items()})
-        return original(*batches)
-
-    monkeypatch.setattr(publishing, "publish", spy)
-    return seen
+    with testing.capture_published() as seen:
+        yield seen
 
 
 @pytest.fixture

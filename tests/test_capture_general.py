@@ -46,7 +46,7 @@ def no_entries_of_earlier_tests():
     """With Redis, entries of earlier tests (or runs) survive: make every one a miss.
 
     Their invalidations never came: the change rows of the flush between two
-    tests are skipped (conftest.skip_pending_changes), and these functions'
+    tests are skipped (reactive.testing.skip_pending_changes), and these functions'
     keys (no input, or small ids) repeat from test to test.
     """
     if SERVICES:
