@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "LOG_MAXLEN": 10_000,  # events kept per tenant log
     "KEY_PREFIX": "rx",  # of every Redis key the event log writes
     "DEFAULT_TTL": 3600,  # seconds a cached result lives at most
+    "CACHE_VERSION": "1",  # part of every entry's key: change it to orphan every entry at once
     "RELATIONS": {},
     "IGNORED_APPS": ["admin", "contenttypes", "sessions", "migrations", "reactive"],
     # "app.model" -> field names whose values writes emit scoped tags for, beyond the
@@ -52,6 +53,8 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_SECONDS": 15.0,
     "MAX_SUBSCRIPTIONS": 100,  # per WebSocket connection
     "MAX_MESSAGES_PER_SECOND": 50,  # per WebSocket connection, averaged over a few seconds
+    # The browser client's options (reactive/templatetags/reactive.py, CLIENT_DEFAULTS).
+    "CLIENT": {},
 }
 
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from django.apps import apps
-from django.conf import settings
 from django.core.exceptions import (
     ImproperlyConfigured,
     ObjectDoesNotExist,
@@ -36,6 +35,7 @@ from pydantic import ValidationError as PydanticError
 
 from . import metrics
 from .cache import ENTRY_PREFIX, Lookup, reactive_cache
+from .conf import reactive_settings
 from .errors import (
     Forbidden,
     InvalidInput,
@@ -52,11 +52,15 @@ from .schema import NoInput
 from .tags import TagTemplate, check_scope, dependency_tags, normalize
 
 Kind = Literal["query", "mutation"]
-Dependencies = Sequence[str] | Callable[["Context", BaseModel], Sequence[str]]
-AccessCheck = Callable[["Context", BaseModel], None]
-ResultCheck = Callable[["Context", BaseModel, Any], None]
+# The callables below receive the parsed input, an instance of the function's own input
+# schema: typed Any, since a callable annotated with that subclass of BaseModel is not a
+# Callable taking BaseModel (arguments are contravariant).
+Handler = Callable[["Context", Any], Any]
+Dependencies = Sequence[str] | Callable[["Context", Any], Sequence[str]]
+AccessCheck = Callable[["Context", Any], None]
+ResultCheck = Callable[["Context", Any, Any], None]
 # The tenant(s) whose events can invalidate a result: an input field, or computed.
-TenantSpec = str | Callable[["Context", BaseModel, Any], Any] | None
+TenantSpec = str | Callable[["Context", Any, Any], Any] | None
 
 
 @dataclass
@@ -107,7 +111,7 @@ class ReactiveFunction:
         self,
         *,
         name: str,
-        handler: Callable[[Context, BaseModel], Any],
+        handler: Handler,
         kind: Kind = "query",
         input: type[BaseModel] = NoInput,
         output: Any = None,
@@ -169,10 +173,10 @@ class ReactiveFunction:
 
     def key_for(self, ctx: Context, inp: BaseModel) -> str:
         """The cache key: the function, its input, and the caller for per-user functions."""
-        parts = [inp.model_dump(mode="json")]
+        parts: list[Any] = [inp.model_dump(mode="json")]
         if self.per_user:
             parts.append(str(getattr(ctx.user, "pk", "")))
-        version = getattr(settings, "REACTIVE", {}).get("CACHE_VERSION", "1")
+        version = reactive_settings().CACHE_VERSION
         digest = hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()
         return f"{ENTRY_PREFIX}{version}:{self.name}:{digest}"
 
@@ -265,7 +269,8 @@ def _computed_tags(tags: Sequence[str]) -> list[str]:
 
 
 def _default_ttl() -> int:
-    return getattr(settings, "REACTIVE", {}).get("DEFAULT_TTL", 3600)
+    ttl: int = reactive_settings().DEFAULT_TTL
+    return ttl
 
 
 class Registry(dict[str, ReactiveFunction]):
@@ -287,20 +292,20 @@ def define_reactive_function(**options: Any) -> ReactiveFunction:
     return registry.add(ReactiveFunction(**options))
 
 
-def query(name: str, **options: Any) -> Callable[[Callable], ReactiveFunction]:
+def query(name: str, **options: Any) -> Callable[[Handler], ReactiveFunction]:
     """Decorator: declare a cached, invalidated query."""
 
-    def decorate(handler: Callable) -> ReactiveFunction:
+    def decorate(handler: Handler) -> ReactiveFunction:
         """Declare the decorated handler as query `name`."""
         return define_reactive_function(name=name, handler=handler, kind="query", **options)
 
     return decorate
 
 
-def mutation(name: str, **options: Any) -> Callable[[Callable], ReactiveFunction]:
+def mutation(name: str, **options: Any) -> Callable[[Handler], ReactiveFunction]:
     """Decorator: declare a mutation (runs in a transaction; its writes invalidate)."""
 
-    def decorate(handler: Callable) -> ReactiveFunction:
+    def decorate(handler: Handler) -> ReactiveFunction:
         """Declare the decorated handler as mutation `name`."""
         return define_reactive_function(name=name, handler=handler, kind="mutation", **options)
 

@@ -26,6 +26,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.dateparse import parse_datetime
 from django.utils.safestring import SafeString
 
+from ..conf import reactive_settings
 from ..fragments import QUERY_FRAGMENT, jsonable, live_wrapper, sign_query
 
 register = template.Library()
@@ -43,7 +44,7 @@ CLIENT_DEFAULTS = {
 
 
 def _request(context: template.Context) -> HttpRequest:
-    request = context.get("request")
+    request: HttpRequest | None = context.get("request")
     if request is None:
         raise template.TemplateSyntaxError(
             "live fragments need the request in the context "
@@ -83,8 +84,8 @@ def live_query(
 
 def client_config(request: HttpRequest, **options: Any) -> dict[str, Any]:
     """The browser client's configuration for this request (JSON-ready)."""
-    user = getattr(request, "user", None)
-    config = {**CLIENT_DEFAULTS, **getattr(settings, "REACTIVE", {}).get("CLIENT", {})}
+    user: Any = getattr(request, "user", None)  # the project's user model, or none at all
+    config = {**CLIENT_DEFAULTS, **reactive_settings().CLIENT}
     try:
         config["eventsPath"] = reverse("reactive-events")
         config["ackPath"] = reverse("reactive-ack")
