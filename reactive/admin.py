@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.contrib import admin
 from django.http import HttpRequest
 
 from .models import FunctionStats
 
+if TYPE_CHECKING:  # django-stubs' ModelAdmin is generic, Django's cannot be subscripted
+    _ModelAdmin = admin.ModelAdmin[FunctionStats]
+else:
+    _ModelAdmin = admin.ModelAdmin
+
 
 @admin.register(FunctionStats)
-class FunctionStatsAdmin(admin.ModelAdmin):
+class FunctionStatsAdmin(_ModelAdmin):
     """Per-function cache counters, summed over every process; written only by the layer."""
 
     list_display = ("name", "hits", "misses", "hit_rate", "invalidated", "errors", "updated_at")

@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated, Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from ninja import NinjaAPI, Router
+from ninja.openapi.schema import OpenAPISchema
 from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from pydantic.json_schema import JsonSchemaMode
 
 from . import inline
 from .errors import InvalidInput, NotFound, ReactiveError
@@ -90,10 +92,12 @@ CACHE_HEADERS = {
     }
 }
 
-# Security requirements: any one of the alternatives listed.
-READ = [{"bearerAuth": []}, {"sessionCookie": []}]
-WRITE = [{"bearerAuth": []}, {"sessionCookie": [], "csrfToken": []}]
-ANONYMOUS_WRITE = [{"csrfToken": []}, {"bearerAuth": []}]  # login: a CSRF token, no identity yet
+# Security requirements: any one of the alternatives listed (scheme -> its scopes).
+Security = list[dict[str, list[str]]]
+READ: Security = [{"bearerAuth": []}, {"sessionCookie": []}]
+WRITE: Security = [{"bearerAuth": []}, {"sessionCookie": [], "csrfToken": []}]
+# login: a CSRF token, no identity yet
+ANONYMOUS_WRITE: Security = [{"csrfToken": []}, {"bearerAuth": []}]
 
 
 def csrf_header() -> str:
@@ -244,7 +248,7 @@ class ReactiveAPI(NinjaAPI):
         self.components[name] = schema
         return {"$ref": REF.format(model=name)}
 
-    def json_schema(self, annotation: Any, mode: str = "validation") -> dict[str, Any]:
+    def json_schema(self, annotation: Any, mode: JsonSchemaMode = "validation") -> dict[str, Any]:
         """The JSON schema of a type; models (and the models inside) become named components."""
         if annotation is None:
             return {}
@@ -287,7 +291,7 @@ class ReactiveAPI(NinjaAPI):
         *,
         summary: str,
         responses: dict[str, Any],
-        security: list[dict[str, list]] | None,
+        security: Security | None,
         description: str = "",
         tags: Iterable[str] = (),
         parameters: list[dict[str, Any]] | None = None,
@@ -363,7 +367,7 @@ class ReactiveAPI(NinjaAPI):
 
     # -- the document ------------------------------------------------------------------
 
-    def get_openapi_schema(self, **kwargs: Any):
+    def get_openapi_schema(self, **kwargs: Any) -> OpenAPISchema:
         """Called to build the OpenAPI document: Ninja's paths, described as documented."""
         schema = super().get_openapi_schema(**kwargs)
         seen: set[str] = set()
@@ -441,7 +445,7 @@ def _result_schema(api: ReactiveAPI, fn: ReactiveFunction) -> dict[str, Any]:
 
 def _describe(api: ReactiveAPI, fn: ReactiveFunction, method: str) -> str:
     query = fn.kind == "query"
-    errors = QUERY_ERRORS if query else MUTATION_ERRORS
+    errors: tuple[str, ...] = QUERY_ERRORS if query else MUTATION_ERRORS
     if method == "GET":
         errors = tuple(e for e in errors if e not in ("400", "413"))
     responses = api.responses(
@@ -468,7 +472,7 @@ def _answer(fn: ReactiveFunction, request: HttpRequest) -> HttpResponse:
     return run(fn, request, lambda: json_body(request))
 
 
-def _view(fn: ReactiveFunction):
+def _view(fn: ReactiveFunction) -> Callable[[HttpRequest], Awaitable[HttpResponse]]:
     async def view(request: HttpRequest) -> HttpResponse:
         """Answer a call of `fn`: queries try the event loop (cache hits), mutations a thread."""
         if fn.kind == "query":  # a cache hit is answered on the event loop
@@ -574,12 +578,19 @@ def check_ack(body: dict[str, Any]) -> None:
         ) from None
 
 
-def build_events_router(api: ReactiveAPI, events_view: Callable, ack_view: Callable) -> Router:
-    """``GET /events`` (Server-Sent Events) and ``POST /events/ack``, served by `events_view`
-    and `ack_view` (reactive.sse), as operations of the API and its document."""
+def build_events_router(
+    api: ReactiveAPI,
+    events_view: Callable[[HttpRequest], Awaitable[HttpResponseBase]],
+    ack_view: Callable[[HttpRequest], HttpResponse],
+) -> Router:
+    """``GET /events`` (Server-Sent Events) and ``POST /events/ack`` as operations of `api`.
+
+    They are served by `events_view` and `ack_view` (reactive.sse) and described
+    in the API's document.
+    """
     router = Router(tags=["events"])
 
-    async def events(request: HttpRequest) -> HttpResponse:
+    async def events(request: HttpRequest) -> HttpResponseBase:
         """The event stream."""
         return await events_view(request)
 

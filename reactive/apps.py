@@ -1,3 +1,5 @@
+"""The ``reactive`` app's configuration: change capture and system checks start with Django."""
+
 from django.apps import AppConfig
 
 

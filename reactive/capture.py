@@ -26,8 +26,10 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal, overload
 
+from django.apps import AppConfig
 from django.core.signals import request_finished
 from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -100,6 +102,10 @@ class TransactionState:
             self.seen = max(self.seen, row.id)
 
 
+@overload
+def _state(conn: BaseDatabaseWrapper, create: Literal[True]) -> TransactionState: ...
+@overload
+def _state(conn: BaseDatabaseWrapper, create: bool = False) -> TransactionState | None: ...
 def _state(conn: BaseDatabaseWrapper, create: bool = False) -> TransactionState | None:
     hooks = conn.run_on_commit
     if hooks:
@@ -109,7 +115,8 @@ def _state(conn: BaseDatabaseWrapper, create: bool = False) -> TransactionState 
     if not create:
         return None
     state = TransactionState(conn.alias)
-    hooks.insert(0, (set(), state.published, False))
+    # Django's hooks are (savepoint ids, function, robust); django-stubs miss `robust`.
+    hooks.insert(0, (set(), state.published, False))  # type: ignore[arg-type]
     return state
 
 
@@ -120,12 +127,18 @@ def _wrote(conn: BaseDatabaseWrapper, cursor: Any) -> None:
         return
     # Autocommit: it committed, unless SQLite still holds it open for its RETURNING rows.
     if conn.vendor == "sqlite" and getattr(cursor, "description", None) is not None:
-        conn._rx_pending = True
+        conn._rx_pending = True  # type: ignore[attr-defined]  # reactive's flag on the wrapper
         return
     drain.drain(conn.alias, own=True)
 
 
-def _execute(execute, sql, params, many, context):
+def _execute(
+    execute: Callable[[str, Any, bool, dict[str, Any]], Any],
+    sql: str,
+    params: Any,
+    many: bool,
+    context: dict[str, Any],
+) -> Any:
     conn = context["connection"]
     if getattr(conn, "_rx_internal", False):
         return execute(sql, params, many, context)
@@ -266,7 +279,9 @@ def _values(instance: models.Model) -> dict[str, Any]:
     }
 
 
-def _on_row(sender, instance, using=None, **kwargs) -> None:
+def _on_row(
+    sender: type[models.Model], instance: models.Model, using: str | None = None, **kwargs: Any
+) -> None:
     """post_save and post_delete: the row's tags are touched; a held write is drained."""
     _touch(using, sender, _values(instance))
     _drain_pending(connections[using or DEFAULT_DB_ALIAS])
@@ -275,11 +290,17 @@ def _on_row(sender, instance, using=None, **kwargs) -> None:
 def _drain_pending(conn: BaseDatabaseWrapper) -> None:
     """Drain a committed write SQLite held open for its RETURNING rows, now that they are read."""
     if getattr(conn, "_rx_pending", False) and not conn.in_atomic_block:
-        conn._rx_pending = False
+        conn._rx_pending = False  # type: ignore[attr-defined]  # reactive's flag on the wrapper
         drain.drain(conn.alias, own=True)
 
 
-def _on_m2m(sender, instance, action, using=None, **kwargs) -> None:
+def _on_m2m(
+    sender: type[models.Model],
+    instance: models.Model,
+    action: str,
+    using: str | None = None,
+    **kwargs: Any,
+) -> None:
     state = _state(connections[using or DEFAULT_DB_ALIAS])
     if action.startswith("post_") and state is not None and is_tracked(sender):
         # Which link rows: the change rows say.
@@ -319,12 +340,12 @@ def invalidate_model(
 # --- installation ---------------------------------------------------------------------
 
 
-def _wrap(sender=None, connection: BaseDatabaseWrapper | None = None, **kwargs) -> None:
+def _wrap(sender: Any = None, connection: BaseDatabaseWrapper | None = None, **kwargs: Any) -> None:
     if connection is not None and _execute not in connection.execute_wrappers:
         connection.execute_wrappers.append(_execute)
 
 
-def _after_migrate(sender, using=DEFAULT_DB_ALIAS, **kwargs) -> None:
+def _after_migrate(sender: AppConfig, using: str = DEFAULT_DB_ALIAS, **kwargs: Any) -> None:
     try:
         triggers.install(using)
     except NotImplementedError as exc:
@@ -332,7 +353,7 @@ def _after_migrate(sender, using=DEFAULT_DB_ALIAS, **kwargs) -> None:
     drain.forget_ready()
 
 
-def _after_request(sender=None, **kwargs) -> None:
+def _after_request(sender: Any = None, **kwargs: Any) -> None:
     for conn in connections.all(initialized_only=True):
         _drain_pending(conn)
 

@@ -146,7 +146,8 @@ def row_changes(row: Row) -> Changes:
             # the events; sending its ids to every tenant's clients would leak them.
             changes[SILENT] |= tags
             continue
-        for stream in streams or {None}:
+        targets: Iterable[str | None] = streams or (None,)  # None: the global stream
+        for stream in targets:
             changes[stream] |= tags
     return changes
 

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -27,11 +27,12 @@ from .conf import authorize_tenant, reactive_settings
 from .errors import NotFound, ReactiveError
 from .events import GLOBAL_TENANT, Event
 from .fanout import Stream, get_hub
-from .functions import Context, ReactiveFunction, registry
+from .functions import Context, ReactiveFunction, Result, registry
 from .http import BadRequest, parse_json
 from .log import Gap, get_log, parse_position
 from .sse import access_tags
 from .threads import database_sync_to_async
+from .types import Send
 
 logger = logging.getLogger("reactive")
 
@@ -44,7 +45,7 @@ CLOSE_RESTART = 1012  # the server is shutting down (or restarting): reconnect
 RAW_SEND = "reactive.raw_send"  # the server's own send, put in the scope by routing.OriginCheck
 
 
-async def refuse(send, code: int) -> None:
+async def refuse(send: Send, code: int) -> None:
     """Complete the handshake, then close with `code` (4401 no identity, 1008 policy).
 
     Closing before the handshake would make the server answer HTTP 403, which
@@ -68,7 +69,7 @@ class Subscription:
     tenants: set[str]
     want_data: bool = False
     last: int = 0
-    pending: asyncio.Task | None = field(default=None, repr=False)
+    pending: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # The invalidate frame's subscription part, encoded once: per event only
@@ -101,14 +102,15 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
 
     # Events come from the process's hub, not the channel layer: without this,
     # Channels would hold a blocking Redis receive open for every connection.
-    channel_layer_alias = None
+    channel_layer_alias = None  # type: ignore[assignment]  # Channels takes None; its stubs don't
 
     async def connect(self) -> None:
         """Called when the client connects: authenticate, open the event stream, accept."""
-        self.user = self.scope.get("user")
+        self.user: Any = self.scope.get("user")  # the project's user model (or a token's user)
         self.subs: dict[str, Subscription] = {}
+        # Opened before the connection is accepted: every client message, and the pump, has it.
         self.stream: Stream | None = None
-        self.pump: asyncio.Task | None = None
+        self.pump: asyncio.Task[None] | None = None
         if self.user is None or not self.user.is_authenticated:
             await refuse(self.base_send, CLOSE_UNAUTHENTICATED)
             return
@@ -118,7 +120,8 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         self.reauthenticate = identity.for_scope(self.scope)
         # Pushed frames go straight to the server, past the session middleware's
         # per-message wrapper (it only acts on accept and HTTP responses).
-        self.send_frame = self.scope.get(RAW_SEND) or self.base_send
+        # (routing.OriginCheck adds it to the scope, outside the keys Channels' types know)
+        self.send_frame: Send = cast("Send | None", self.scope.get(RAW_SEND)) or self.base_send
         self.stream = await get_hub().open({user_stream(self.user.pk)})
         await self.accept()
         self.pump = asyncio.get_running_loop().create_task(self.forward())
@@ -139,7 +142,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
 
     # -- client messages ----------------------------------------------------------------
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called when the client sends a message: check size and rate, dispatch by type."""
         if bytes_data is not None or text_data is None:
             await self.close(code=CLOSE_POLICY)
@@ -172,7 +175,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
             return
         await handler(message)
 
-    async def ping(self, message: dict) -> None:
+    async def ping(self, message: dict[str, Any]) -> None:
         """Called for a ``ping`` message: answer a ``pong`` with the log's position."""
         try:
             cursor = await sync_to_async(get_log().position)()
@@ -180,7 +183,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
             cursor = ""
         await self.send_json({"type": "pong", "cursor": cursor})
 
-    async def subscribe(self, message: dict) -> None:
+    async def subscribe(self, message: dict[str, Any]) -> None:
         """Called for a ``subscribe`` message: run and answer the query, follow its tenants."""
         sub_id, name = message.get("id"), message.get("name")
         if not isinstance(sub_id, str) or not 0 < len(sub_id) <= 64:
@@ -208,6 +211,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
             return
         sub.want_data = bool(message.get("data"))
         self.subs[sub_id] = sub
+        assert self.stream is not None
         for tenant in sub.tenants:
             await self.stream.follow(tenant)
         reply = {
@@ -228,7 +232,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
             # its tenants reached no one: the log has them.
             await self.replay(sub, sub.last)
 
-    def _run(self, sub_id: str, fn: ReactiveFunction, raw: Any):
+    def _run(self, sub_id: str, fn: ReactiveFunction, raw: Any) -> tuple[Subscription, Result]:
         ctx = Context(user=self.user)
         result = fn.call(raw, ctx)
         inp = fn.parse_input(raw)
@@ -240,7 +244,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         sub = Subscription(sub_id, fn, raw, result.key, set(result.tags), tenants, last=last)
         return sub, result
 
-    async def unsubscribe(self, message: dict) -> None:
+    async def unsubscribe(self, message: dict[str, Any]) -> None:
         """Called for an ``unsubscribe`` message: drop the subscription and its unused tenants."""
         if not isinstance(message.get("id"), str):
             await self.error(None, 422, "invalid_input", "'id' must be a string.")
@@ -250,6 +254,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
             if sub.pending is not None:
                 sub.pending.cancel()
             still = set().union(*(s.tenants for s in self.subs.values())) if self.subs else set()
+            assert self.stream is not None
             for tenant in sub.tenants - still - {GLOBAL_TENANT, user_stream(self.user.pk)}:
                 self.stream.unfollow(tenant)
         await self.send_json({"type": "unsubscribed", "id": message.get("id")})
@@ -284,6 +289,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
 
     async def forward(self) -> None:
         """Pump hub events into this client's matching subscriptions."""
+        assert self.stream is not None
         self.stream.recheck_in(identity.recheck_delay())
         try:
             while True:
@@ -354,6 +360,7 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         self.user = user
         tenants = set().union(*(s.tenants for s in self.subs.values())) if self.subs else set()
         own = {GLOBAL_TENANT, user_stream(self.user.pk)}
+        assert self.stream is not None
         for tenant in tenants - own:
             if await inline.call(
                 authorize_tenant, self.user, tenant, thread=database_sync_to_async
@@ -368,12 +375,12 @@ class ReactiveConsumer(AsyncWebsocketConsumer):
         return True
 
     async def still_answers(self, sub: Subscription, lost: str) -> bool:
-        """Whether `sub` still answers the caller without the tenant they lost; then it
-        follows the tenants of its answer now.
+        """Whether `sub` still answers the caller without the tenant they lost.
 
-        A query of one organization is refused (403), but one that spans the
-        caller's organizations (their list) answers without the lost one and
-        must stay subscribed: its own invalidation already went out.
+        If it does, it follows the tenants of its answer from now on. A query of
+        one organization is refused (403), but one that spans the caller's
+        organizations (their list) answers without the lost one and must stay
+        subscribed: its own invalidation already went out.
         """
         try:
             fresh, _ = await database_sync_to_async(self._run)(sub.id, sub.fn, sub.input)

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import threading
+from typing import TYPE_CHECKING
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
@@ -21,6 +22,12 @@ from . import drain
 from .cache import reactive_cache
 from .conf import reactive_settings
 from .triggers import CHANNEL
+
+if TYPE_CHECKING:  # only PostgreSQL projects have psycopg
+    from psycopg import Connection
+    from psycopg.rows import TupleRow
+
+    Listener = Connection[TupleRow]
 
 logger = logging.getLogger("reactive")
 
@@ -61,7 +68,7 @@ class Drainer(threading.Thread):
 
     def run(self) -> None:
         """Drain, then wait for a notification or the poll, until stopped."""
-        listener = None
+        listener: Listener | None = None
         delay = self.poll
         # Rows whose publish failed (Redis away) go out as soon as the cache is repaired.
         reactive_cache().after_repair.append(self.wake)
@@ -74,7 +81,8 @@ class Drainer(threading.Thread):
                     delay = self.poll
                 except Exception:
                     logger.warning("reactive: the drainer failed; retrying", exc_info=True)
-                    listener = _close(listener)
+                    _close(listener)
+                    listener = None
                     connections[self.using].close()
                     delay = min(delay * 2, BACKOFF_MAX)
                 self._wait(listener, delay)
@@ -83,7 +91,7 @@ class Drainer(threading.Thread):
             _close(listener)
             connections.close_all()
 
-    def _wait(self, listener, timeout: float) -> None:
+    def _wait(self, listener: Listener | None, timeout: float) -> None:
         if listener is None:
             self.woken.wait(timeout)
         else:
@@ -93,7 +101,7 @@ class Drainer(threading.Thread):
         self.woken.clear()
 
 
-def _listen(using: str):
+def _listen(using: str) -> Listener:
     import psycopg
 
     conn = connections[using]
@@ -117,11 +125,10 @@ def _notify(using: str) -> None:
         conn.close()
 
 
-def _close(listener) -> None:
+def _close(listener: Listener | None) -> None:
     if listener is not None:
         with contextlib.suppress(Exception):
             listener.close()
-    return None
 
 
 _drainer: Drainer | None = None

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, TypedDict
+
+
+class FieldError(TypedDict):
+    """One invalid field, as the wire's ``error.fields`` lists it."""
+
+    field: str  # a camelCase dotted path ("__root__": the input as a whole)
+    message: str
 
 
 class ReactiveError(Exception):
@@ -11,7 +19,7 @@ class ReactiveError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str = "", errors: list[dict[str, Any]] | None = None):
+    def __init__(self, message: str = "", errors: list[FieldError] | None = None):
         super().__init__(message or self.__class__.__doc__ or self.code)
         self.message = message or self.default_message
         self.errors = errors or []
@@ -62,7 +70,7 @@ class Conflict(ReactiveError):
     status, code, default_message = 409, "conflict", "Conflict."
 
 
-def field_errors(errors: dict[str, list[str]]) -> list[dict[str, Any]]:
+def field_errors(errors: dict[str, list[str]]) -> list[FieldError]:
     """Django's ``ValidationError.message_dict`` as the wire's field list."""
     return [
         {"field": _camel(name), "message": " ".join(str(m) for m in messages)}
@@ -70,9 +78,9 @@ def field_errors(errors: dict[str, list[str]]) -> list[dict[str, Any]]:
     ]
 
 
-def pydantic_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def pydantic_errors(errors: Iterable[Mapping[str, Any]]) -> list[FieldError]:
     """Pydantic's error list as the wire's field list (camelCase dotted paths)."""
-    out = []
+    out: list[FieldError] = []
     for err in errors:
         loc = [str(part) for part in err.get("loc", ()) if part not in ("body", "query")]
         out.append({"field": ".".join(_camel(p) for p in loc) or "__root__", "message": err["msg"]})

@@ -91,6 +91,11 @@ class Loader:
         self.hits = self.misses = 0
 
     def __call__(self, name: str, input: Mapping[str, Any] | None = None) -> Any:
+        """Run query `name` for the fragment and return its data, noting what keeps it fresh.
+
+        Its tags and tenants join the fragment's, and the fragment's cursor
+        becomes the oldest of its queries' cursors.
+        """
         fn = registry.get(name)
         if fn is None or fn.kind != "query":
             raise NotFound(f"No query named {name!r}.")

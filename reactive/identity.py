@@ -14,10 +14,11 @@ import random
 from collections.abc import Callable, Mapping
 from importlib import import_module
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib import auth
+from django.http import HttpRequest
 
 from .conf import reactive_settings
 
@@ -39,7 +40,8 @@ def recheck_delay() -> float:
     whether or not events or heartbeats arrive (:meth:`reactive.fanout.Stream.recheck_in`).
     """
     low, high = RECHECK_SPREAD
-    return reactive_settings()["RECHECK_SECONDS"] * random.uniform(low, high)
+    interval: float = reactive_settings()["RECHECK_SECONDS"]
+    return interval * random.uniform(low, high)
 
 
 def session_user(session_key: str | None) -> Any:
@@ -47,14 +49,15 @@ def session_user(session_key: str | None) -> Any:
     if not session_key:
         return None
     store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
-    # get_user also verifies the session's auth hash, so a password change ends the stream.
-    user = auth.get_user(SimpleNamespace(session=store))
+    # get_user also verifies the session's auth hash, so a password change ends the stream;
+    # it reads nothing of the request but its session.
+    user = auth.get_user(cast(HttpRequest, SimpleNamespace(session=store)))
     return user if user.is_authenticated and user.is_active else None
 
 
 def for_request(request: Any) -> Reauthenticator:
     """The re-authenticator of an HTTP request (SSE)."""
-    custom = getattr(request, ATTRIBUTE, None)
+    custom: Reauthenticator | None = getattr(request, ATTRIBUTE, None)
     if custom is not None:
         return custom
     key = getattr(getattr(request, "session", None), "session_key", None)
@@ -63,7 +66,7 @@ def for_request(request: Any) -> Reauthenticator:
 
 def for_scope(scope: Mapping[str, Any]) -> Reauthenticator:
     """The re-authenticator of an ASGI scope (WebSocket)."""
-    custom = scope.get(ATTRIBUTE)
+    custom: Reauthenticator | None = scope.get(ATTRIBUTE)
     if custom is not None:
         return custom
     key = getattr(scope.get("session"), "session_key", None)

@@ -13,7 +13,7 @@ pauses for ``PAUSE_SECONDS``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -36,7 +36,11 @@ class CacheUnavailable(CacheMiss):
     """Raised in hits-only mode when the cache itself failed."""
 
 
-async def call(func: Callable[..., T], *args: Any, thread: Callable = sync_to_async) -> T:
+# Makes the thread fallback: sync_to_async, or Channels-style database_sync_to_async.
+ThreadHop = Callable[[Callable[..., T]], Callable[..., Awaitable[T]]]
+
+
+async def call(func: Callable[..., T], *args: Any, thread: ThreadHop[T] = sync_to_async) -> T:
     """`func(*args)`: on the event loop when the cache answers it all, else in a thread.
 
     `thread` makes the fallback: long-lived streams pass Channels'

@@ -15,11 +15,12 @@ tag specs in the seed's form::
 from __future__ import annotations
 
 from functools import cache
+from typing import Any, cast
 
 from django.db import models
 
 from .conf import on_change, reactive_settings
-from .tables import LOOKUP_PREFIX, concrete, descendants, tenant_column, user_column
+from .tables import LOOKUP_PREFIX, concrete, descendants, is_key, tenant_column, user_column
 from .tags import TagTemplate
 
 # model -> columns named by the scoped dependencies declared in this process
@@ -40,7 +41,7 @@ def _derived(model: type[models.Model]) -> list[TagTemplate]:
     out: list[TagTemplate] = []
     links = _is_link(model)
     for field in model._meta.concrete_fields:
-        if field.many_to_one or field.one_to_one:
+        if is_key(field):
             target = concrete(field.related_model)
             out.append(TagTemplate(target, field.target_field.attname, f"{{{field.attname}}}"))
             if links:
@@ -57,7 +58,7 @@ def _is_link(model: type[models.Model]) -> bool:
     if model._meta.auto_created:
         return True
     return any(
-        concrete(m2m.remote_field.through) is model
+        m2m.remote_field.through is not None and concrete(m2m.remote_field.through) is model
         for other in model._meta.apps.get_models()
         for m2m in other._meta.local_many_to_many
     )
@@ -74,7 +75,8 @@ def scoped_fields(model: type[models.Model]) -> tuple[str, ...]:
     fields += [f.attname for f in model._meta.concrete_fields if f.many_to_one or f.one_to_one]
     fields += sorted(_declared.get(model, ()))
     for name in reactive_settings()["SCOPED_FIELDS"].get(model._meta.label_lower, ()):
-        fields.append(model._meta.get_field(name).attname)
+        # The model's own fields, not reverse relations (those have no column to tag by).
+        fields.append(cast("models.Field[Any, Any]", model._meta.get_field(name)).attname)
     return tuple(dict.fromkeys(fields))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 from urllib.parse import urlsplit
 
 from channels.auth import AuthMiddlewareStack
@@ -12,6 +13,7 @@ from django.http.request import validate_host
 from django.urls import path
 
 from .consumers import CLOSE_POLICY, RAW_SEND, ReactiveConsumer, refuse
+from .types import ASGIApp, Receive, Scope, Send
 
 
 class OriginCheck:
@@ -23,17 +25,18 @@ class OriginCheck:
     session or any message is read, so that a browser can tell it from 4401.
     """
 
-    def __init__(self, app):
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Close a connection from a foreign origin; hand every other one to the wrapped app."""
         origin = dict(scope.get("headers", [])).get(b"origin")
         if origin is not None and not self.allowed(origin.decode("latin-1")):
             message = await receive()  # websocket.connect (or a disconnect already)
             if message["type"] == "websocket.connect":
                 await refuse(send, CLOSE_POLICY)  # a browser sees close 1008, not 1006
-            return None
-        return await self.app({**scope, RAW_SEND: send}, receive, send)
+            return
+        await self.app({**scope, RAW_SEND: send}, receive, send)
 
     @staticmethod
     def allowed(origin: str) -> bool:
@@ -51,9 +54,13 @@ class OriginCheck:
         return bool(host) and validate_host(host, hosts)
 
 
-def websocket_application(identity: Callable | None = None):
+def websocket_application(identity: Callable[[ASGIApp], ASGIApp] | None = None) -> ASGIApp:
     """The ``websocket`` branch of a ProtocolTypeRouter; `identity` wraps extra auth."""
-    app = URLRouter([path("ws/reactive/", ReactiveConsumer.as_asgi())])
+    # Channels routes consumers with Django's path(), which django-stubs types for views
+    # only, and types-channels' URLRouter wants its own pattern type: both ignores.
+    route = path("ws/reactive/", ReactiveConsumer.as_asgi())  # type: ignore[arg-type]
+    app: ASGIApp = URLRouter([route])  # type: ignore[list-item]
     if identity is not None:
         app = identity(app)
-    return OriginCheck(AuthMiddlewareStack(app))
+    # types-channels' return type also admits ASGI 2 apps; AuthMiddlewareStack's is ASGI 3.
+    return OriginCheck(cast(ASGIApp, AuthMiddlewareStack(app)))

@@ -28,7 +28,7 @@ from django.views.decorators.http import require_GET, require_POST
 from . import identity, inline
 from .capture import user_stream
 from .conf import authorize_tenant, reactive_settings
-from .errors import Forbidden, InvalidInput, NotAuthenticated, ReactiveError
+from .errors import FieldError, Forbidden, InvalidInput, NotAuthenticated, ReactiveError
 from .events import GLOBAL_TENANT
 from .fanout import Stream, get_hub
 from .http import check_csrf, error_response, json_body, json_response
@@ -196,7 +196,7 @@ def ack_view(request: HttpRequest) -> HttpResponse:
             raise NotAuthenticated()
         check_csrf(request)
         body = json_body(request)
-        errors = []
+        errors: list[FieldError] = []
         try:
             event_id = parse_position(body.get("eventId"))
         except (ValueError, TypeError):

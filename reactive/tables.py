@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 from django.apps import apps
 from django.contrib.auth import get_user_model
@@ -65,6 +65,20 @@ def concrete(model: type[models.Model]) -> type[models.Model]:
     return model._meta.concrete_model or model
 
 
+def is_key(field: models.Field[Any, Any]) -> TypeGuard[models.ForeignKey[Any, Any]]:
+    """Whether `field` points at one row: a foreign key, or a one-to-one key."""
+    return bool(field.many_to_one or field.one_to_one)
+
+
+def column_of(field: models.Field[Any, Any]) -> str:
+    """The column of a concrete field.
+
+    django-stubs type ``Field.column`` as optional, for the fields that have no
+    column (many-to-many, generic relations); no concrete field lacks one.
+    """
+    return cast(str, field.column)
+
+
 @cache
 def _tracked_set() -> frozenset[type[models.Model]]:
     return frozenset(t.model for t in tracked_tables())
@@ -103,22 +117,22 @@ def _table(model: type[models.Model]) -> Table:
     meta = model._meta
     fields = [f for f in meta.local_concrete_fields if not isinstance(f, UNBOUNDED)]
     fields.sort(key=lambda f: not f.primary_key)
-    lookups = ()
+    lookups: tuple[Lookup, ...] = ()
     if tenant_column(model) is None:
         lookups = tuple(_lookups(model))
-    return Table(model, meta.db_table, tuple(f.column for f in fields), lookups)
+    return Table(model, meta.db_table, tuple(column_of(f) for f in fields), lookups)
 
 
 def _lookups(model: type[models.Model]) -> list[Lookup]:
     out = []
     for field in model._meta.local_concrete_fields:
-        if not (field.many_to_one or field.one_to_one):
+        if not is_key(field):
             continue
         target = field.related_model
         tenant = tenant_column(target)
         if tenant is None or target is model:
             continue
-        key = field.target_field.column
+        key = column_of(field.target_field)
         out.append(Lookup(field.column, target._meta.db_table, key, tenant))
     return out
 
@@ -137,8 +151,9 @@ def tenant_column(model: type[models.Model]) -> str | None:
         field = model._meta.get_field(conf["TENANT_FIELD"])
     except Exception:
         return None
-    local = field in model._meta.local_concrete_fields
-    return field.column if local and getattr(field, "related_model", None) else None
+    if not isinstance(field, models.Field) or field not in model._meta.local_concrete_fields:
+        return None
+    return field.column if getattr(field, "related_model", None) else None
 
 
 @cache
@@ -152,16 +167,17 @@ def user_column(model: type[models.Model]) -> str | None:
         field = model._meta.get_field("user")
     except Exception:
         return None
-    is_key = getattr(field, "many_to_one", False) and concrete(field.related_model) is concrete(
-        user_model
-    )
-    return field.column if is_key and field in model._meta.local_concrete_fields else None
+    if not isinstance(field, models.Field) or field not in model._meta.local_concrete_fields:
+        return None
+    if not (is_key(field) and field.many_to_one):
+        return None
+    return field.column if concrete(field.related_model) is concrete(user_model) else None
 
 
 @cache
 def _decoders(model: type[models.Model]) -> dict[str, tuple[str, Any]]:
     """Column name -> (attname, field) for the captured columns of `model`'s table."""
-    return {f.column: (f.attname, f) for f in model._meta.local_concrete_fields}
+    return {column_of(f): (f.attname, f) for f in model._meta.local_concrete_fields}
 
 
 def decode(
@@ -186,7 +202,7 @@ def decode(
     return out
 
 
-def _python(field: models.Field, value: Any) -> Any:
+def _python(field: models.Field[Any, Any], value: Any) -> Any:
     try:
         return field.to_python(value)
     except Exception:
@@ -194,7 +210,7 @@ def _python(field: models.Field, value: Any) -> Any:
 
 
 @cache
-def _tenant_field() -> models.Field:
+def _tenant_field() -> models.Field[Any, Any]:
     model = concrete(apps.get_model(reactive_settings()["TENANT_MODEL"]))
     return model._meta.pk
 
@@ -223,5 +239,5 @@ def reset() -> None:
     """Forget what was derived from the models and settings (settings changed, tests)."""
     for fn in (_tracked_set, _tracked_names, tracked_tables, table_of, tenant_column, user_column):
         fn.cache_clear()
-    for fn in (_decoders, _tenant_field, _family):
-        fn.cache_clear()
+    for derived in (_decoders, _tenant_field, _family):
+        derived.cache_clear()

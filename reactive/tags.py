@@ -84,7 +84,7 @@ def resolve_attname(model: type[models.Model], field: str) -> str:
         found = model._meta.get_field(field)
     except Exception as exc:
         raise LookupError(f"{model._meta.label} has no field {field!r}") from exc
-    if not getattr(found, "concrete", False):
+    if not isinstance(found, models.Field) or not found.concrete or found.many_to_many:
         raise LookupError(
             f"{model._meta.label}.{field} is not a column: depend on its through model or "
             "the related model instead"
@@ -156,6 +156,7 @@ class TagTemplate:
             return table_tag(self.model)
         if self.value == "*":
             return wildcard_tag(self.model)
+        assert self.value is not None  # parse() gives every field tag a value
         rendered = self.value.format_map(_Formatted(values))
         return f"{self.model._meta.label_lower}:{self.attname}={rendered}"
 
@@ -164,7 +165,7 @@ class TagTemplate:
         return [] if self.attname is None else [wildcard_tag(self.model)]
 
 
-class _Formatted(dict):
+class _Formatted(dict[str, Any]):
     def __init__(self, values: Mapping[str, Any]):
         super().__init__(values)
 

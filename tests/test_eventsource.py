@@ -27,30 +27,21 @@ import pytest
 from agency.models import Agent, ApiToken
 from tests import live
 from tests.conftest import SERVICES
+from tests.node import NODE_DIR, install
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 EVENTSOURCE = "4.1.1"  # the npm package, pinned (4.x supports Node 20)
-NODE_PREFIX = live.ROOT / ".cache" / "node"
 WAIT = 15  # seconds any expected line from the client may take
 
 
 @pytest.fixture(scope="module")
 def node_modules():
     """The pinned `eventsource` package under .cache/node (installed once if missing)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
+    if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.skip("needs node and npm")
-    package = NODE_PREFIX / "node_modules" / "eventsource" / "package.json"
-    if not package.exists() or json.loads(package.read_text())["version"] != EVENTSOURCE:
-        subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--prefix", str(NODE_PREFIX)]
-            + [f"eventsource@{EVENTSOURCE}"],
-            check=True,
-            timeout=180,
-            capture_output=True,
-        )
-    return NODE_PREFIX / "node_modules"
+    install({"eventsource": EVENTSOURCE}, "the EventSource test")
+    return NODE_DIR / "node_modules"
 
 
 class Client:

@@ -13,10 +13,7 @@ Schemathesis runs in tests/test_openapi_fuzz.py.
 from __future__ import annotations
 
 import collections
-import contextlib
-import fcntl
 import json
-import os
 import re
 import shlex
 import shutil
@@ -33,25 +30,17 @@ from pydantic import BaseModel
 from agency.models import ApiToken, Tool, database_name_validator
 from reactive.functions import registry
 from tests.live import ROOT, LiveServer
+from tests.node import NODE_DIR, TYPESCRIPT, install
 
-NODE_DIR = ROOT / ".cache" / "node"
 NODE_PACKAGES = {
     "openapi-typescript": "7.13.0",
     "openapi-fetch": "0.17.0",
-    "typescript": "5.9.3",
+    "typescript": TYPESCRIPT,
     "@redocly/cli": "2.77.0",
 }
 CLIENTS = ROOT / "tests" / "clients"
 DOCS = ROOT / "docs" / "api.md"
 OPERATION_ID = re.compile(r"^[a-z][A-Za-z0-9]*$")
-NODE_ENV = {
-    "REDOCLY_TELEMETRY": "off",
-    "REDOCLY_SUPPRESS_UPDATE_NOTICE": "true",
-    "NO_UPDATE_NOTIFIER": "1",
-    "npm_config_update_notifier": "false",
-    "npm_config_fund": "false",
-    "npm_config_audit": "false",
-}
 
 
 def served_document() -> dict[str, Any]:
@@ -378,55 +367,10 @@ def test_ack_is_checked_against_its_schema(caller):
 # --- the tools --------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def _installed(package: str) -> str | None:
-    manifest = NODE_DIR / "node_modules" / package / "package.json"
-    try:
-        return json.loads(manifest.read_text())["version"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 @pytest.fixture(scope="module")
 def node() -> dict[str, str]:
     """The environment the npm tools run in, installed into .cache/node when missing."""
-    missing = [tool for tool in ("node", "npm", "npx") if shutil.which(tool) is None]
-    if missing:
-        pytest.fail(
-            f"{', '.join(missing)} not found on PATH: the OpenAPI tool checks need Node.js "
-            "and npm (Debian: apt-get install nodejs npm)"
-        )
-    env = {**os.environ, **NODE_ENV}
-    with _locked(NODE_DIR / ".install.lock"):
-        wanted = [f"{p}@{v}" for p, v in NODE_PACKAGES.items() if _installed(p) != v]
-        if wanted:
-            install = subprocess.run(
-                [
-                    "npm",
-                    "install",
-                    "--no-audit",
-                    "--no-fund",
-                    "--save-exact",
-                    "--prefix",
-                    str(NODE_DIR),
-                    *wanted,
-                ],
-                capture_output=True,
-                text=True,
-                timeout=600,
-                env=env,
-            )
-            assert install.returncode == 0, f"npm install {wanted} failed:\n{install.stderr}"
-    for package, version in NODE_PACKAGES.items():
-        assert _installed(package) == version, package
-    return env
+    return install(NODE_PACKAGES, "the OpenAPI tool checks")
 
 
 @pytest.fixture(scope="module")

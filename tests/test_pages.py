@@ -274,7 +274,10 @@ def test_the_client_and_its_vendored_library_are_served(api):
     client = browser.get("/static/reactive/client.js")
     assert client.status_code == 200
     assert client["Content-Type"].startswith("text/javascript")
-    assert b'from "./vendor/idiomorph-0.8.0.esm.js"' in client.content
+    assert b'from "./reactive-client.js"' in client.content  # which imports fragments.js
+    fragments = browser.get("/static/reactive/fragments.js")
+    assert fragments.status_code == 200
+    assert b'from "./vendor/idiomorph-0.8.0.esm.js"' in fragments.content
     morph = browser.get("/static/reactive/vendor/idiomorph-0.8.0.esm.js")
     assert morph.status_code == 200 and b"export {Idiomorph}" in morph.content
     again = browser.get(

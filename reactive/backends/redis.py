@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -25,6 +26,12 @@ from ..log import EventLog, Gap, Receiver
 __all__ = ["RedisLog"]
 
 logger = logging.getLogger("reactive")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+# Stream entries as XRANGE returns them (decode_responses=True): (id, fields), all str.
+# redis-py types replies for either setting of decode_responses.
+Entries = list[tuple[str, dict[str, str]]]
 
 PING_SECONDS = 1.0  # an idle pub/sub subscription pings Redis this often ...
 SILENT_SECONDS = 5.0  # ... and is dropped and made again when Redis stays silent this long
@@ -85,7 +92,7 @@ class RedisLog(EventLog):
         """The Redis Stream key of `tenant`'s events."""
         return f"{self.prefix}:log:{tenant}"
 
-    def _guarded(self, operation, *args, **kwargs):
+    def _guarded(self, operation: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         self.breaker.check()
         started = time.monotonic()
         try:
@@ -99,7 +106,7 @@ class RedisLog(EventLog):
     def append(self, tenant: str, tags: list[str], at: int) -> Event:
         """Append in one script call, which also publishes the event to every hub."""
         keys = [self.seq_key, self.origin_key, self.stream_key(tenant), self.channel]
-        args = [self.maxlen, "\x1f".join(tags), at, time.time_ns() // 1000, tenant]
+        args: list[int | str] = [self.maxlen, "\x1f".join(tags), at, time.time_ns() // 1000, tenant]
         seq, prev = self._guarded(self._append, keys=keys, args=args)
         return Event(str(seq), tenant, tags, at, str(prev))
 
@@ -128,7 +135,8 @@ class RedisLog(EventLog):
     def last_id(self, tenant: str) -> str:
         """The tenant's newest id from its stream, or 0."""
         last = self._guarded(self.client.xrevrange, self.stream_key(tenant), count=1)
-        return last[0][0].split("-")[0] if last else "0"
+        entries = cast(Entries, last)
+        return entries[0][0].split("-")[0] if entries else "0"
 
     def read(self, tenants: list[str], since: int, limit: int = 1000) -> list[Event]:
         """Read the tenants' streams, through the breaker."""
@@ -141,12 +149,11 @@ class RedisLog(EventLog):
         out: list[Event] = []
         for tenant in tenants:
             key = self.stream_key(tenant)
-            if self.client.exists(key):
-                deleted = self.client.xinfo_stream(key).get("max-deleted-entry-id", "0-0")
-                if since < int(str(deleted).split("-")[0]):
-                    raise Gap(since)
+            if self.client.exists(key) and since < _dropped(self.client.xinfo_stream(key)):
+                raise Gap(since)
             prev = str(since)
-            for entry_id, fields in self.client.xrange(key, min=f"({since}-0", count=limit):
+            entries = self.client.xrange(key, min=f"({since}-0", count=limit)
+            for entry_id, fields in cast(Entries, entries):
                 tags = fields["t"].split("\x1f") if fields["t"] else []
                 event_id = entry_id.split("-")[0]
                 out.append(Event(event_id, tenant, tags, int(fields["at"]), prev))
@@ -215,3 +222,16 @@ class RedisLog(EventLog):
         if entry is not None:
             client, stop_token = entry
             await client.publish(self.channel, stop_token)
+
+
+def _dropped(info: dict[str, Any]) -> int:
+    """An id at or above every entry a stream no longer holds (0 when it lost none).
+
+    XDEL records the newest id it deleted, but MAXLEN trimming records nothing:
+    what it dropped is older than the first entry held (one sequence orders all ids).
+    """
+    deleted = int(str(info.get("max-deleted-entry-id", "0-0")).split("-")[0])
+    first = info.get("first-entry")
+    if first and int(info.get("entries-added", 0)) > int(info.get("length", 0)):
+        deleted = max(deleted, int(str(first[0]).split("-")[0]) - 1)
+    return deleted

@@ -1,0 +1,1 @@
+"""The reactive layer's management commands: ``reactive_stats``, ``reactive_triggers``."""

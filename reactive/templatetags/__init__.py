@@ -1,0 +1,1 @@
+"""The reactive layer's template tags, loaded with ``{% load reactive %}``."""

@@ -1,0 +1,1 @@
+"""One module per command (Django finds them by name)."""

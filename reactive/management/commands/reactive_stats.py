@@ -1,5 +1,8 @@
 """Print the reactive functions' hit, miss and invalidation counters (all workers)."""
 
+from argparse import ArgumentParser
+from typing import Any
+
 from django.core.management.base import BaseCommand
 
 from reactive import metrics
@@ -11,11 +14,11 @@ class Command(BaseCommand):
 
     help = "Show reactive function metrics summed over every process, and client positions."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         """Called by Django to add the ``--positions`` option."""
         parser.add_argument("--positions", action="store_true", help="also list client acks")
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         """Called to run the command: print the metrics table, then client positions if asked."""
         rows = metrics.snapshot()
         if not rows:

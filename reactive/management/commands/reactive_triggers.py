@@ -1,5 +1,8 @@
 """Show, install or check the change-capture triggers (they install themselves after migrate)."""
 
+from argparse import ArgumentParser
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError
 
 from reactive import triggers
@@ -10,7 +13,7 @@ class Command(BaseCommand):
 
     help = "Print the SQL of the change-capture triggers, or check, install or drop them."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         """--sql (default), --check, --install, --drop and --database."""
         group = parser.add_mutually_exclusive_group()
         group.add_argument("--sql", action="store_true", help="print every statement (default)")
@@ -21,7 +24,7 @@ class Command(BaseCommand):
         group.add_argument("--drop", action="store_true", help="drop the triggers and change table")
         parser.add_argument("--database", default="default")
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         """Run the chosen action on --database."""
         using = options["database"]
         if options["check"]:
