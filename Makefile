@@ -15,10 +15,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-## Install, migrate, seed demo data and serve on http://127.0.0.1:8000 (embedded mode).
+## Install, migrate, seed demo data and serve on http://127.0.0.1:8000 (embedded mode),
+## with the scheduler that runs the crons in the background (stopped when the server stops).
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
+	$(PY) manage.py run_scheduler & scheduler=$$!; \
+	trap 'kill $$scheduler 2>/dev/null; wait $$scheduler' EXIT; trap 'exit 130' INT TERM HUP; \
 	$(VENV)/bin/uvicorn teamhub.asgi:application --host $(HOST) --port $(PORT) --ws-per-message-deflate false --ws-max-size 131072 --timeout-graceful-shutdown 5
 
 ## Install and run the whole test suite (in the mode the environment selects).

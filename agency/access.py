@@ -12,10 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from reactive.cache import cached
-from reactive.errors import Forbidden
-from reactive.functions import Context
-from reactive.tags import scoped_tag
+from reactive import Context, Forbidden, cached, scoped_tag
 
 from .models import Membership
 
@@ -69,6 +66,15 @@ def member_of(field: str = "organization_id"):
 
     def check(ctx: Context, inp: BaseModel) -> None:
         ensure_member(ctx, getattr(inp, field))
+
+    return check
+
+
+def manager_of(field: str = "organization_id"):
+    """An access check: the caller is an owner or admin of the organization named by `field`."""
+
+    def check(ctx: Context, inp: BaseModel) -> None:
+        ensure_member(ctx, getattr(inp, field), MANAGERS)
 
     return check
 

@@ -35,6 +35,7 @@ from .models import (
     VerificationToken,
     hash_token,
 )
+from .slots import next_run, zone
 
 TIMESTAMPS = ("id", "created_at", "updated_at")
 
@@ -376,19 +377,36 @@ class MessageAdmin(admin.ModelAdmin):
 class CronAdmin(admin.ModelAdmin):
     """Scheduled agent runs; schedule and agent are validated by the model."""
 
-    list_display = ("__str__", "agent", "organization", "schedule", "enabled", "last_run_at")
+    list_display = (
+        "__str__",
+        "agent",
+        "organization",
+        "schedule",
+        "enabled",
+        "last_run_at",
+        "next_run_at",
+    )
     list_filter = ("enabled", ("organization", admin.RelatedOnlyFieldListFilter), "last_run_at")
     search_fields = ("name", "schedule", "agent__name", "organization__name")
     date_hierarchy = "created_at"
     autocomplete_fields = ("organization", "agent")
     list_select_related = ("organization", "agent")
-    readonly_fields = ("last_run_at", *TIMESTAMPS)
+    readonly_fields = ("last_run_at", "armed_at", "next_run_at", *TIMESTAMPS)
     ordering = ("-created_at",)
     actions = ("enable", "disable")
 
+    @admin.display(description="next run")
+    def next_run_at(self, cron: Cron):
+        """When the scheduler runs it next (as crons.getAll says), in UTC."""
+        if not cron.enabled or cron.pk is None:
+            return None
+        tz = zone(cron.organization.settings)
+        return next_run(cron.schedule, cron.last_run_at, cron.armed_at, tz)
+
     @admin.action(description="Enable selected jobs")
     def enable(self, request: HttpRequest, queryset: QuerySet[Cron]) -> None:
-        count = queryset.update(enabled=True)
+        # Re-armed as Cron.save re-arms them: a slot missed while disabled never fires.
+        count = queryset.filter(enabled=False).update(enabled=True, armed_at=timezone.now())
         self.message_user(request, f"Enabled {count} job(s).", messages.SUCCESS)
 
     @admin.action(description="Disable selected jobs")

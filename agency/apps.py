@@ -8,4 +8,4 @@ class AgencyConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import functions  # noqa: F401  (registers the reactive functions)
+        from . import catalogs, crons, functions, members  # noqa: F401  (register the functions)

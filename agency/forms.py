@@ -14,8 +14,7 @@ from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 from django.forms.fields import InvalidJSONInput
 
-from reactive.errors import ReactiveError
-from reactive.http import parse_json
+from reactive import ReactiveError, parse_json
 
 from .auth import check_login_allowed, record_login_failure
 from .models import NAME_MAX, TEXT_MAX
@@ -196,3 +195,54 @@ class MessageForm(ReactiveForm):
         self.fields["from_agent_id"].choices = choices
         self.fields["to_agent_id"].choices = [("", "Everyone"), *choices]
         self.fields["message_type"].choices = [("", "None"), *message_types]
+
+
+class CronForm(ReactiveForm):
+    """Schedule runs of an agent: the message each run posts, and more payload as JSON."""
+
+    agent_id = forms.ChoiceField(label="Agent")
+    schedule = forms.CharField(
+        max_length=100,
+        initial="*/5 * * * *",
+        help_text="minute hour day month weekday, e.g. 0 9 * * 1-5",
+        widget=forms.TextInput(
+            attrs={"class": "mono", "autocomplete": "off", "spellcheck": "false"}
+        ),
+    )
+    name = forms.CharField(max_length=NAME_MAX, required=False)
+    content = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        max_length=TEXT_MAX,
+        required=False,
+        label="Message",
+        help_text="What each run posts",
+    )
+    payload = StrictJSONField(
+        required=False,
+        initial=dict,
+        widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false"}),
+        help_text='More payload, a JSON object, e.g. {"priority": "high"}',
+    )
+    enabled = forms.BooleanField(required=False, initial=True)
+
+    def __init__(self, *args: Any, agents: Iterable[dict] = (), **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.fields["agent_id"].choices = [(a["id"], a["name"]) for a in agents]
+
+    def clean_payload(self) -> dict[str, Any]:
+        """The extra payload: a JSON object, {} when left empty."""
+        value = self.cleaned_data.get("payload")
+        if value in (None, ""):
+            return {}
+        if not isinstance(value, dict):
+            raise forms.ValidationError("Enter a JSON object.")
+        return value
+
+    def cron_input(self) -> dict[str, Any]:
+        """The input of crons.create: the message goes into the payload as its ``content``."""
+        out = self.to_input(["agent_id", "schedule", "name", "enabled"])
+        payload = dict(self.cleaned_data.get("payload") or {})
+        if self.cleaned_data.get("content"):
+            payload["content"] = self.cleaned_data["content"]
+        out["payload"] = payload
+        return out

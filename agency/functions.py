@@ -9,9 +9,16 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from reactive.errors import Conflict, InvalidInput, NotFound, field_errors
-from reactive.functions import Context, mutation, query
-from reactive.schema import NoInput
+from reactive import (
+    Conflict,
+    Context,
+    InvalidInput,
+    NoInput,
+    NotFound,
+    field_errors,
+    mutation,
+    query,
+)
 
 from . import schemas as s
 from .access import ensure_member, member_of, memberships, result_member

@@ -1,6 +1,7 @@
 """TeamHub's main-database models: identity (users, accounts, tokens) and agency data."""
 
 import hashlib
+import json
 import re
 import secrets
 import uuid
@@ -269,12 +270,12 @@ class Message(Timestamped):
         return f"{self.from_agent} -> {self.to_agent or 'all'}"
 
 
-_CRON_FIELDS = re.compile(r"\A\S+(\s+\S+){4}\Z")
+CRON_FIELDS = re.compile(r"\A\S+(\s+\S+){4}\Z")
 
 
 def validate_cron(expression: str) -> None:
     """Reject anything that is not a valid five-field cron expression."""
-    if expression != expression.strip() or not _CRON_FIELDS.match(expression):
+    if expression != expression.strip() or not CRON_FIELDS.match(expression):
         raise ValidationError(
             f"Schedule {expression!r} must be a cron expression of five fields: "
             "minute hour day month weekday.",
@@ -288,22 +289,89 @@ def validate_cron(expression: str) -> None:
         ) from exc
 
 
+PAYLOAD_MAX_CHARS = 16_384  # a cron's payload as JSON text, at most
+PAYLOAD_MAX_DEPTH = 8  # levels of nesting (the payload object itself is level 1)
+
+
+def _depth(value: object) -> int:
+    stack, deepest = [(value, 1)], 0
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        )
+        stack += [(child, depth + 1) for child in children]
+    return deepest
+
+
+def validate_payload(value: object) -> None:
+    """Reject a payload that is not a JSON object of bounded size and depth."""
+    if not isinstance(value, dict):
+        raise ValidationError("The payload must be a JSON object.", code="invalid_payload")
+    if _depth(value) > PAYLOAD_MAX_DEPTH:
+        raise ValidationError(
+            f"The payload is nested deeper than {PAYLOAD_MAX_DEPTH} levels.", code="invalid_payload"
+        )
+    try:
+        size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+    except (TypeError, ValueError):
+        raise ValidationError("The payload must be JSON.", code="invalid_payload") from None
+    if size > PAYLOAD_MAX_CHARS:
+        raise ValidationError(
+            f"The payload is larger than {PAYLOAD_MAX_CHARS} characters of JSON.",
+            code="invalid_payload",
+        )
+
+
 class Cron(Timestamped):
-    """A scheduled job: run an agent with a payload on a cron schedule."""
+    """A scheduled job: run an agent with a payload on a cron schedule.
+
+    Its slots are counted from ``armed_at`` (set when it is created, re-enabled
+    or given a new schedule) or from its last run, whichever is later (see
+    agency/slots.py): a slot missed while it was disabled never fires.
+    """
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="crons")
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="crons")
     name = models.CharField(max_length=NAME_MAX, blank=True)
     schedule = models.CharField(max_length=100, validators=[validate_cron])
-    payload = models.JSONField(default=dict, blank=True)
+    payload = models.JSONField(default=dict, blank=True, validators=[validate_payload])
     enabled = models.BooleanField(default=True)
     last_run_at = models.DateTimeField(null=True, blank=True)
+    armed_at = models.DateTimeField(
+        default=timezone.now,
+        editable=False,
+        help_text="When the schedule started counting: creation, re-enabling, a new schedule.",
+    )
 
     class Meta:
         indexes = [models.Index(fields=["enabled", "organization"], name="cron_enabled_org")]
 
     def __str__(self) -> str:
         return f"{self.name or self.agent} [{self.schedule}]"
+
+    def save(self, *args, **kwargs) -> None:
+        """Save; a new schedule or re-enabling re-arms it (``armed_at`` = now)."""
+        # Here rather than in each caller, so that the functions, the admin and a
+        # shell agree on when a schedule starts counting again.
+        schedule, enabled = getattr(self, "_stored", (None, None))
+        if not self._state.adding and (
+            (schedule is not None and schedule != self.schedule)
+            or (enabled is False and self.enabled)
+        ):
+            self.armed_at = timezone.now()
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "armed_at"}
+        super().save(*args, **kwargs)
+        self._stored = (self.schedule, self.enabled)
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        """A row as loaded, remembering the values whose change re-arms it."""
+        instance = super().from_db(db, field_names, values)
+        instance._stored = (instance.__dict__.get("schedule"), instance.__dict__.get("enabled"))
+        return instance
 
     def clean(self) -> None:
         if (

@@ -18,7 +18,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
 from pydantic.alias_generators import to_camel
 
-from reactive.schema import Input
+from reactive import Input
 
 from .models import NAME_MAX, TEXT_MAX, database_name_validator
 

@@ -25,12 +25,9 @@ from django.utils.http import http_date
 from django.views.decorators.http import require_http_methods, require_POST
 from django.views.static import was_modified_since
 
-from reactive.errors import InvalidInput, ReactiveError
-from reactive.fragments import Loader, fragment
-from reactive.functions import Context, registry
+from reactive import Context, InvalidInput, Loader, ReactiveError, fragment, registry
 
 from .forms import AgentForm, LoginForm, MessageForm, ToolForm
-from .models import MessageType, ToolType
 
 RECENT_MESSAGES = 20
 ALL = 200  # the functions' largest page: every agent or tool for choices and names
@@ -65,9 +62,9 @@ def _agent_names(agents: list[dict]) -> dict[str, str]:
     return {agent["id"]: agent["name"] for agent in agents}
 
 
-def _types(model: type[ToolType] | type[MessageType]) -> list[tuple[str, str]]:
-    # Tool and message types are global reference data, the same for every organization.
-    return list(model.objects.order_by("name").values_list("slug", "name"))
+def _types(catalog: list[dict]) -> list[tuple[str, str]]:
+    """Choices from toolTypes.getAll or messageTypes.getAll: (slug, name)."""
+    return [(kind["slug"], kind["name"]) for kind in catalog]
 
 
 # --- fragments ----------------------------------------------------------------------------------
@@ -104,6 +101,22 @@ def messages_fragment(
         query["agentId"] = agent_id
     agents = load("agents.getAll", {"organizationId": organization_id, "limit": ALL})
     return {"messages": load("messages.getAll", query), "names": _agent_names(agents)}
+
+
+@fragment("agency.message_form", template="fragments/message_form.html")
+def message_form_fragment(load: Loader, organization_id: str) -> dict[str, Any]:
+    """The organization page's "Post a message" form: its senders are the agents as they are now."""
+    agents = load("agents.getAll", {"organizationId": organization_id, "limit": ALL})
+    # Every select names its selected option: one that names none counts as changed by
+    # the user in the browser (its first option is selected, not by default), and a
+    # changed field is never morphed, so its options would not follow the agents.
+    initial = {"from_agent_id": agents[0]["id"] if agents else "", "to_agent_id": ""}
+    form = MessageForm(
+        initial={**initial, "message_type": ""},
+        agents=agents,
+        message_types=_types(load("messageTypes.getAll")),
+    )
+    return {"message_form": form, "has_agents": bool(agents), "organization_id": organization_id}
 
 
 @fragment("agency.agent", template="fragments/agent.html")
@@ -154,13 +167,7 @@ def home(request: HttpRequest) -> HttpResponse:
 def organization(request: HttpRequest, org_id: UUID) -> HttpResponse:
     """An organization: its agents, tools and recent messages, live."""
     org = call(request, "organizations.getOne", {"id": org_id})
-    agents = call(request, "agents.getAll", {"organizationId": org_id, "limit": ALL})
-    form = MessageForm(agents=agents, message_types=_types(MessageType))
-    return render(
-        request,
-        "pages/organization.html",
-        {"org": org, "message_form": form, "has_agents": bool(agents), "page": "organization"},
-    )
+    return render(request, "pages/organization.html", {"org": org, "page": "organization"})
 
 
 @reactive_page
@@ -169,7 +176,8 @@ def message_new(request: HttpRequest, org_id: UUID) -> HttpResponse:
     """Post a message (from the organization page)."""
     org = call(request, "organizations.getOne", {"id": org_id})
     agents = call(request, "agents.getAll", {"organizationId": org_id, "limit": ALL})
-    form = MessageForm(request.POST, agents=agents, message_types=_types(MessageType))
+    kinds = _types(call(request, "messageTypes.getAll"))
+    form = MessageForm(request.POST, agents=agents, message_types=kinds)
     if form.is_valid():
         try:
             call(request, "messages.create", {"organizationId": str(org_id), **form.to_input()})
@@ -210,7 +218,7 @@ def agent_new(request: HttpRequest, org_id: UUID) -> HttpResponse:
 def tool_new(request: HttpRequest, org_id: UUID) -> HttpResponse:
     """Create a tool."""
     org = call(request, "organizations.getOne", {"id": org_id})
-    form = ToolForm(request.POST or None, tool_types=_types(ToolType))
+    form = ToolForm(request.POST or None, tool_types=_types(call(request, "toolTypes.getAll")))
     if request.method == "POST" and form.is_valid():
         try:
             call(request, "tools.create", {"organizationId": str(org_id), **form.to_input()})

@@ -41,13 +41,33 @@ api.add_router("/", build_events_router(api, events_view, ack_view))
 routes.document(api)
 # What a stateful client (or fuzzer) can do with what a create returns, beyond its own id.
 for _source, _data, _targets in [
-    ("organizationsCreate", "/data", ("agentsCreate", "toolsCreate")),
-    ("createOrganization", "", ("createAgent", "createTool")),
+    ("organizationsCreate", "/data", ("agentsCreate", "toolsCreate", "membershipsAdd")),
+    ("createOrganization", "", ("createAgent", "createTool", "membershipsAdd")),
 ]:
     for _target in _targets:
         api.link(
             _source, _target, _target, request_body={"organizationId": f"$response.body#{_data}/id"}
         )
+for _source, _data in [("organizationsCreate", "/data"), ("createOrganization", "")]:
+    api.link(
+        _source,
+        "membershipsGetAll",
+        "membershipsGetAll",
+        parameters={"query.organizationId": f"$response.body#{_data}/id"},
+    )
+    api.link(
+        _source,
+        "organizationsGetSettings",
+        "organizationsGetSettings",
+        parameters={"query.id": f"$response.body#{_data}/id"},
+    )
+# A membership added can have its role changed, or be removed.
+api.crud_links(
+    "membershipsAdd",
+    "/data",
+    None,
+    {"membershipsUpdate": "body.id", "membershipsRemove": "body.id"},
+)
 api.link(
     "agentsCreate",
     "messagesCreate",
@@ -62,7 +82,10 @@ api.tag_docs = {
     "agents": "Reactive functions over agents",
     "tools": "Reactive functions over tools",
     "messages": "Reactive functions over messages",
-    "organizations": "Reactive functions and REST routes over organizations",
+    "organizations": "Reactive functions and REST routes over organizations: name, settings",
+    "memberships": "Who belongs to an organization, with which role (owner, admin, member)",
+    "toolTypes": "The catalog of tool types (global)",
+    "messageTypes": "The catalog of message types (global)",
     "events": "The real-time side: Server-Sent Events and delivery positions",
 }
 

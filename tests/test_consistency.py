@@ -25,6 +25,7 @@ import uuid
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest import mock
 
@@ -38,6 +39,7 @@ from hypothesis import strategies as st
 import agency.functions  # noqa: F401  (declares the functions)
 from agency.models import (
     Agent,
+    Cron,
     Membership,
     Message,
     MessageType,
@@ -113,6 +115,7 @@ class World:
     agents: list[Any] = field(default_factory=list)
     tools: list[Any] = field(default_factory=list)
     messages: list[Any] = field(default_factory=list)
+    crons: list[Any] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -163,7 +166,15 @@ def build_world() -> World:
                 organization_id=org, from_agent=agents[j], to_agent=agents[2], content=f"m{j}"
             )
             world.add(world.messages, message.pk)
+        cron = Cron.objects.create(
+            organization_id=org, agent=agents[0], schedule="0 9 * * *", armed_at=ARMED
+        )
+        world.add(world.crons, cron.pk)
     return world
+
+
+ARMED = datetime(2030, 1, 7, 10, 30, tzinfo=UTC)  # crons count from a fixed time: reads agree
+TIME_ZONES = ("Europe/Berlin", "Asia/Tokyo", "")  # "" is UTC
 
 
 # --- writes ------------------------------------------------------------------------------
@@ -233,6 +244,41 @@ def w_messages_create(w: World, a: int, b: int, c: int) -> None:
     if c % 2:
         raw["messageType"] = w.message_type
     w.add(w.messages, uuid.UUID(mutate("messages.create", raw, w.owners[c % 2])["id"]))
+
+
+def w_crons_create(w: World, a: int, b: int, c: int) -> None:
+    agent = w.pick(w.agents, a)
+    org = Agent.objects.filter(pk=agent).values_list("organization_id", flat=True).first()
+    raw = {"organizationId": str(org or w.pick(w.orgs, a)), "agentId": str(agent)}
+    made = mutate("crons.create", {**raw, "schedule": f"{b % 60} * * * *"}, w.users[c % 4])
+    w.add(w.crons, made["id"])
+
+
+def w_crons_update(w: World, a: int, b: int, c: int) -> None:
+    """A new schedule, agent, or enabled state: each changes nextRunAt."""
+    data = [
+        {"schedule": f"{b % 60} {c % 24} * * *"},
+        {"agentId": str(w.pick(w.agents, b))},
+        {"enabled": bool(b % 2)},
+    ][c % 3]
+    mutate("crons.update", {"id": str(w.pick(w.crons, a)), "data": data}, w.users[b % 4])
+
+
+def w_crons_delete(w: World, a: int, b: int, c: int) -> None:
+    mutate("crons.delete", {"id": str(w.pick(w.crons, a))}, w.users[b % len(w.users)])
+
+
+def w_cron_ran(w: World, a: int, b: int, c: int) -> None:
+    """What a run of the scheduler writes (another process, as far as the cache knows)."""
+    ran = ARMED + timedelta(hours=b % 48, minutes=c % 60)
+    Cron.objects.filter(pk=w.pick(w.crons, a)).update(last_run_at=ran)
+
+
+def w_org_time_zone(w: World, a: int, b: int, c: int) -> None:
+    """The organization's time zone: every nextRunAt of its crons moves."""
+    org = Organization.objects.get(pk=w.pick(w.orgs, a))
+    org.settings = {"timeZone": TIME_ZONES[b % len(TIME_ZONES)]}
+    org.save()
 
 
 def w_update_agents_of_org(w: World, a: int, b: int, c: int) -> None:
@@ -368,6 +414,35 @@ def w_rename_message_type(w: World, a: int, b: int, c: int) -> None:
         w.message_type = f"mt-{w.tag}-{b}"
 
 
+def w_rename_user(w: World, a: int, b: int, c: int) -> None:
+    """A member's new name (memberships.getAll shows it; their user row is not the org's)."""
+    user = User.objects.get(pk=w.users[a % len(w.users)].pk)
+    user.display_name = f"person {b}"
+    user.save()
+
+
+def w_memberships_change(w: World, a: int, b: int, c: int) -> None:
+    """memberships.add, .update or .remove of a guest, by the organization's owner."""
+    guest, i = w.guests[a % len(w.guests)], b % len(w.orgs)
+    org, owner = w.orgs[i], w.owners[i]
+    found = Membership.objects.filter(user=guest, organization_id=org).values_list("pk", flat=True)
+    row = found.first()
+    role = ("member", "admin")[c % 2]
+    if row is None:
+        body = {"organizationId": str(org), "username": guest.username, "role": role}
+        mutate("memberships.add", body, owner)
+    elif c % 3:
+        mutate("memberships.update", {"id": str(row), "role": role}, owner)
+    else:
+        mutate("memberships.remove", {"id": str(row)}, owner)
+
+
+def w_organizations_update(w: World, a: int, b: int, c: int) -> None:
+    i = a % len(w.orgs)
+    data = {"name": f"Org updated {b}"} if c % 2 else {"settings": {"digest": b}}
+    mutate("organizations.update", {"id": str(w.orgs[i]), "data": data}, w.owners[i])
+
+
 def w_move_membership(w: World, a: int, b: int, c: int) -> None:
     row = Membership.objects.filter(user=w.guests[a % len(w.guests)]).first()
     if row is not None:
@@ -398,6 +473,9 @@ RAW = [
     w_rename_tool_type,
     w_rename_message_type,
     w_move_membership,
+    w_rename_user,
+    w_cron_ran,
+    w_org_time_zone,
 ]
 MUTATIONS = [
     w_agents_create,
@@ -407,6 +485,11 @@ MUTATIONS = [
     w_tools_update,
     w_tools_delete,
     w_messages_create,
+    w_crons_create,
+    w_crons_update,
+    w_crons_delete,
+    w_memberships_change,
+    w_organizations_update,
 ]
 
 
@@ -445,6 +528,13 @@ def read_inputs(w: World, name: str, a: int, b: int) -> dict:
         "messages.getAll": {"organizationId": str(org)}
         if b % 3 == 0
         else {"organizationId": str(org), "agentId": str(agent)},
+        "crons.getAll": {"organizationId": str(org)}
+        if b % 2 == 0
+        else {"organizationId": str(org), "agentId": str(agent)},
+        "memberships.getAll": {"organizationId": str(org)},
+        "organizations.getSettings": {"id": str(org)},
+        "toolTypes.getAll": {},
+        "messageTypes.getAll": {},
     }[name]
 
 
@@ -454,6 +544,7 @@ QUERIES = sorted(name for name, fn in registry.items() if fn.kind == "query")
 def all_reads(w: World) -> list[tuple[str, dict]]:
     """Every query input the world can ask: each organization, agent, and pair of them."""
     reads: list[tuple[str, dict]] = [("organizations.getAll", {})]
+    reads += [("toolTypes.getAll", {}), ("messageTypes.getAll", {})]
     for org in w.orgs:
         by_org = {"organizationId": str(org)}
         reads += [
@@ -461,8 +552,12 @@ def all_reads(w: World) -> list[tuple[str, dict]]:
             ("agents.getAll", by_org),
             ("tools.getAll", by_org),
             ("messages.getAll", by_org),
+            ("crons.getAll", by_org),
+            ("memberships.getAll", by_org),
+            ("organizations.getSettings", {"id": str(org)}),
         ]
         reads += [("messages.getAll", {**by_org, "agentId": str(a)}) for a in w.agents]
+        reads += [("crons.getAll", {**by_org, "agentId": str(a)}) for a in w.agents]
     reads += [("agents.getOne", {"id": str(a)}) for a in w.agents]
     reads += [("tools.getOne", {"id": str(t)}) for t in w.tools]
     return reads
@@ -638,7 +733,9 @@ def test_concurrent_writers_and_readers_leave_no_stale_cache():
             failures.append("\n".join([f"plan {plan}", *problems[:10], *crashes[:5]]))
 
     known = {"organizations.getAll", "organizations.getOne", "agents.getAll", "agents.getOne"}
-    known |= {"tools.getAll", "tools.getOne", "messages.getAll"}
+    known |= {"tools.getAll", "tools.getOne", "messages.getAll", "crons.getAll"}
+    known |= {"memberships.getAll", "organizations.getSettings"}
+    known |= {"toolTypes.getAll", "messageTypes.getAll"}
     assert set(QUERIES) == known, "a new query: teach read_inputs() and all_reads() to call it"
     started = time.monotonic()
     run()
@@ -794,7 +891,8 @@ def test_queryset_update_racing_a_move_invalidates_the_row_where_it_really_was(p
 
 @pytest.fixture
 def small_world(pair, agent_a, agent_b):
-    """Both organizations with an agent, a tool each (linked) and a message; Alice in both."""
+    """Both organizations with an agent, a tool each (linked), a message and a cron; Alice in
+    both."""
     user, org_a, org_b = pair
     MessageType.objects.get_or_create(slug="chat", defaults={"name": "Chat"})
     ToolType.objects.get_or_create(slug="http", defaults={"name": "HTTP"})
@@ -803,7 +901,8 @@ def small_world(pair, agent_a, agent_b):
         tools.append(Tool.objects.create(organization=org, name=f"tool of {org.name}"))
         agent.tools.add(tools[-1])
         Message.objects.create(organization=org, from_agent=agent, content="hi")
-    reads = [("organizations.getAll", {})]
+        Cron.objects.create(organization=org, agent=agent, schedule="0 9 * * *", armed_at=ARMED)
+    reads = [("organizations.getAll", {}), ("toolTypes.getAll", {}), ("messageTypes.getAll", {})]
     for org, agent, tool in ((org_a, agent_a, tools[0]), (org_b, agent_b, tools[1])):
         by_org = {"organizationId": str(org.pk)}
         reads += [
@@ -814,6 +913,9 @@ def small_world(pair, agent_a, agent_b):
             ("tools.getOne", {"id": str(tool.pk)}),
             ("messages.getAll", by_org),
             ("messages.getAll", {**by_org, "agentId": str(agent.pk)}),
+            ("crons.getAll", by_org),
+            ("memberships.getAll", by_org),
+            ("organizations.getSettings", {"id": str(org.pk)}),
         ]
     assert {name for name, _ in reads} == set(QUERIES), "a query the test does not read"
     return user, org_a, org_b, agent_a, agent_b, reads
@@ -1016,6 +1118,15 @@ def semantic_failures(org_a, org_b, agent_a, agent_b) -> dict[str, list[dict]]:
             },
         ],
         "organizations.create": [{"name": "x", "databaseName": "Not A Valid Name"}],
+        "crons.create": [
+            {"organizationId": a, "agentId": str(agent_b.pk), "schedule": "0 * * * *"}
+        ],
+        "crons.update": [
+            {
+                "id": str(Cron.objects.filter(organization=org_a).first().pk),
+                "data": {"name": "refused", "agentId": str(agent_b.pk)},
+            }
+        ],
     }
 
 

@@ -104,6 +104,7 @@ def world(db, server) -> dict[str, str]:
     agent = Agent.objects.create(organization=org, name="a", role="r")
     tool = Tool.objects.create(organization=org, name="t")
     ids = {"organization": str(org.pk), "agent": str(agent.pk), "tool": str(tool.pk)}
+    User.objects.create_user("fuzz-joiner", "joiner@fuzz.test")  # for memberships.add
     yield {"token": ApiToken.issue(user, "fuzz")[1], **ids}
     # The PostgreSQL databases the fuzzer's organizations made (never one that was there).
     made = set(Organization.objects.values_list("database_name", flat=True))
@@ -127,6 +128,7 @@ def fuzz_config(world: dict[str, str], **extra: Any) -> dict[str, Any]:
         ("body.id", "rows"),
         ("query.id", "rows"),
         ("path.item_id", "rows"),
+        ("body.username", "users"),
     ]
     return {
         "auth": {"openapi": {"bearerAuth": {"bearer": world["token"]}}},
@@ -135,6 +137,7 @@ def fuzz_config(world: dict[str, str], **extra: Any) -> dict[str, Any]:
             "agents": {"values": [world["agent"]]},
             "tools": {"values": [world["tool"]]},
             "rows": {"values": [world["organization"], world["agent"], world["tool"]]},
+            "users": {"values": ["fuzz-joiner"]},
         },
         "parameters": {key: {"dictionary": name, "probability": half} for key, name in bindings},
         "request-timeout": TIMEOUT,

@@ -10,6 +10,7 @@ from django.db.models import Count
 
 from agency.models import (
     Agent,
+    Cron,
     Membership,
     Message,
     MessageType,
@@ -22,7 +23,7 @@ from agency.provisioning import sqlite_path
 
 pytestmark = pytest.mark.django_db
 
-MODELS = (User, Organization, Membership, Agent, Tool, Message, ToolType, MessageType)
+MODELS = (User, Organization, Membership, Agent, Tool, Message, ToolType, MessageType, Cron)
 
 
 @pytest.fixture(autouse=True)
@@ -124,6 +125,26 @@ def test_seed_runs_again_after_people_used_the_demo():
     seed()
     seed()
     assert Tool.objects.filter(organization=org, name=demo_tool.name).count() == 2
+
+
+def test_seed_makes_one_demo_cron_and_leaves_the_users_crons_alone():
+    """One every-minute cron in the first organization (`make run` runs the scheduler), made
+    only while that organization has no cron: a disabled or changed one stays as it is."""
+    seed()
+    cron = Cron.objects.get()
+    acme = Organization.objects.get(database_name="acme")
+    assert (cron.organization, cron.agent.name, cron.schedule) == (acme, "Atlas", "* * * * *")
+    assert cron.enabled and cron.payload["content"]
+    cron.enabled = False
+    cron.schedule = "0 9 * * *"
+    cron.save()
+    seed()
+    assert list(Cron.objects.values_list("pk", "enabled", "schedule")) == [
+        (cron.pk, False, "0 9 * * *")
+    ]
+    cron.delete()
+    seed()
+    assert Cron.objects.filter(organization=acme, schedule="* * * * *").count() == 1
 
 
 def test_output_lists_the_logins_and_they_work(client):

@@ -1,4 +1,4 @@
-"""`manage.py seed_demo`: demo users, organizations, agents, tools and messages (idempotent)."""
+"""`manage.py seed_demo`: demo users, orgs, agents, tools, messages and a cron (idempotent)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from agency.models import (
     Agent,
+    Cron,
     Membership,
     Message,
     MessageType,
@@ -24,6 +25,7 @@ from agency.models import (
 DEFAULT_PASSWORD = "teamhub-demo"
 BATCH = 500
 URL = "http://127.0.0.1:8000/"
+DEMO_SCHEDULE = "* * * * *"  # a newcomer sees the first run within a minute
 
 USERS = [
     # username, display name
@@ -219,8 +221,8 @@ def agent_name(index: int) -> str:
 
 class Command(BaseCommand):
     help = (
-        "Create demo users (alice, bob, carol, admin), organizations, agents, tools and "
-        "messages. Idempotent: a second run creates nothing new."
+        "Create demo users (alice, bob, carol, admin), organizations, agents, tools, "
+        "messages and a cron. Idempotent: a second run creates nothing new."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -244,7 +246,7 @@ class Command(BaseCommand):
             raise CommandError("--password must not be empty")
 
         self.created: dict[str, int] = dict.fromkeys(
-            ("users", "organizations", "memberships", "agents", "tools", "messages"), 0
+            ("users", "organizations", "memberships", "agents", "tools", "messages", "crons"), 0
         )
         with transaction.atomic():
             users = self.seed_users(password)
@@ -259,6 +261,8 @@ class Command(BaseCommand):
                 tools = self.seed_tools(org, tool_types)
                 agents = self.seed_agents(org, n_agents, tools)
                 messages = self.seed_messages(org, spec, agents, message_types)
+                if position == 1:
+                    self.seed_cron(org, agents[0])
             orgs.append(org)
             self.stdout.write(
                 f"org {position}/{len(specs)}: {org.name} ({org.database_name}): "
@@ -408,6 +412,19 @@ class Command(BaseCommand):
         Message.objects.bulk_update(messages, ["created_at"], batch_size=BATCH)
         self.created["messages"] += len(messages)
         return len(messages)
+
+    def seed_cron(self, org: Organization, agent: Agent) -> None:
+        """One cron firing every minute (`make run` runs the scheduler), if the org has none."""
+        if Cron.objects.filter(organization=org).exists():
+            return
+        Cron.objects.create(
+            organization=org,
+            agent=agent,
+            name="Minute check-in",
+            schedule=DEMO_SCHEDULE,
+            payload={"content": "Minute check-in: all agents, post your status."},
+        )
+        self.created["crons"] += 1
 
     # --- output -------------------------------------------------------------------------
 
