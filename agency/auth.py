@@ -14,11 +14,17 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from reactive import identity, inline
-from reactive.cache import cached, cached_many
-from reactive.errors import NotAuthenticated, ReactiveError
-from reactive.http import error_response
-from reactive.tags import row_tag, table_tag
+from reactive import (
+    REAUTHENTICATE,
+    NotAuthenticated,
+    ReactiveError,
+    cached,
+    cached_many,
+    call_inline,
+    error_response,
+    row_tag,
+    table_tag,
+)
 
 from .access import PREFETCHED, membership_lookup
 from .models import ApiToken, User, hash_token
@@ -149,7 +155,7 @@ class ApiTokenMiddleware:
     async def __acall__(self, request: HttpRequest):
         raw = bearer(request.headers)
         if raw is not None:
-            failure = self.authenticate(request, raw, *await inline.call(token_identity, raw))
+            failure = self.authenticate(request, raw, *await call_inline(token_identity, raw))
             if failure is not None:
                 return failure
         return await self.get_response(request)
@@ -162,7 +168,7 @@ class ApiTokenMiddleware:
         request.auser = _resolved(user)
         setattr(request, PREFETCHED, roles)  # this request's access checks need no lookup
         # Open streams ask again on every re-check: a revoked token ends them.
-        setattr(request, identity.ATTRIBUTE, partial(user_for_token, raw))
+        setattr(request, REAUTHENTICATE, partial(user_for_token, raw))
         request.csrf_processing_done = True  # no cookie identity, so no CSRF risk
         return None
 
@@ -221,6 +227,6 @@ class WebSocketTokenAuth:
             scope = {
                 **scope,
                 "user": user or AnonymousUser(),
-                identity.ATTRIBUTE: partial(user_for_token, raw),
+                REAUTHENTICATE: partial(user_for_token, raw),
             }
         return await self.app(scope, receive, send)

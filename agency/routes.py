@@ -12,27 +12,30 @@ from django.middleware.csrf import get_token, rotate_token
 from ninja import Router
 from pydantic import ValidationError
 
-from reactive import metrics
-from reactive.api import ANONYMOUS_WRITE, CACHE_HEADERS, READ, WRITE, ReactiveAPI
-from reactive.errors import (
+from reactive import (
+    CACHE_HEADERS,
+    ClientPosition,
     Forbidden,
     InvalidInput,
     MethodNotAllowed,
     NotAuthenticated,
+    ReactiveAPI,
     ReactiveError,
-    pydantic_errors,
-)
-from reactive.functions import registry
-from reactive.http import (
     check_csrf,
-    context,
     error_response,
     json_body,
     json_response,
+    metrics_snapshot,
+    process_totals,
+    pydantic_errors,
     query_input,
-    run,
+    registry,
 )
-from reactive.models import ClientPosition
+from reactive import LOGIN_SECURITY as ANONYMOUS_WRITE
+from reactive import READ_SECURITY as READ
+from reactive import WRITE_SECURITY as WRITE
+from reactive import request_context as context
+from reactive import run_function as run
 
 from . import schemas
 from .auth import check_login_allowed, record_login_failure
@@ -112,8 +115,8 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     ]
     return json_response(
         {
-            "functions": metrics.snapshot(),
-            "process": metrics.process_totals(),
+            "functions": metrics_snapshot(),
+            "process": process_totals(),
             "deliveryPositions": positions,
         }
     )
