@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from django.conf import settings
 from django.test import Client
@@ -30,12 +32,16 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(line)
 
 
+SYSTEM = Path(__file__).resolve().parent / "system"
+
+
 def pytest_collection_modifyitems(config, items):
-    if SERVICES:
-        return
+    """Mark tests/system/ as `system` (-m "not system" is the quick loop); skip services-only."""
     skip = pytest.mark.skip(reason="needs DATABASE_URL and REDIS_URL (services mode)")
     for item in items:
-        if "services" in item.keywords:
+        if SYSTEM in item.path.parents:
+            item.add_marker(pytest.mark.system)
+        if not SERVICES and "services" in item.keywords:
             item.add_marker(skip)
 
 

@@ -1,6 +1,6 @@
 // What docs/api.md shows an SPA or a script doing, type-checked (tsc --strict)
 // against the types openapi-typescript generates from the live document
-// (tests/test_openapi_tools.py writes them to ./teamhub.d.ts next to this file).
+// (tests/system/test_openapi_tools.py writes them to ./teamhub.d.ts next to this file).
 import createClient from "openapi-fetch";
 import type { components, paths } from "./teamhub";
 

@@ -1,5 +1,5 @@
 // A real EventSource client (the npm package `eventsource`, as in browsers) for
-// tests/test_eventsource.py. Usage:
+// tests/system/test_eventsource.py. Usage:
 //   node eventsource_client.mjs <events url> <api token> <node_modules dir> [lifetime s]
 // Prints one JSON object a line: {kind: "connect", lastEventId} for every request
 // the EventSource makes (it reconnects by itself), "open", "error", and

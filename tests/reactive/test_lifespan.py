@@ -1,6 +1,6 @@
 """The ASGI lifespan (reactive/lifespan.py): the drainer runs from startup to shutdown.
 
-The refusal to start on a failed check is in tests/test_conf_checks.py.
+The refusal to start on a failed check is in tests/reactive/test_conf_checks.py.
 """
 
 from __future__ import annotations

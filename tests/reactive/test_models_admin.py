@@ -1,6 +1,6 @@
 """reactive's own tables (reactive/models.py) and their admin (reactive/admin.py).
 
-Named apart from tests/test_models.py and tests/test_admin.py (agency's), whose
+Named apart from tests/agency/test_models.py and tests/agency/test_admin.py (agency's), whose
 module names pytest would otherwise confuse with these (tests/ is no package).
 """
 

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from agency.models import Cron
-from tests.browser.conftest import WAIT_MS, needs_chromium, wait_connected
 from tests.live import ROOT, server_env
+from tests.system.browser.conftest import WAIT_MS, needs_chromium, wait_connected
 
 pytestmark = [pytest.mark.django_db(transaction=True), needs_chromium]
 

@@ -15,7 +15,7 @@ import pytest
 
 import reactive
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def imports_of(path: Path) -> list[tuple[int, str, list[str]]]:

@@ -2,7 +2,7 @@
 
 In process: a :class:`Scheduler` whose ``now`` is a test's clock (no real
 waiting), two of them at once on their own connections, the loop woken and
-stopped. The command, as a process of its own: tests/test_run_scheduler.py.
+stopped. The command, as a process of its own: tests/system/test_run_scheduler.py.
 """
 
 from __future__ import annotations

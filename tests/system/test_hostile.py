@@ -28,7 +28,7 @@ from reactive.log import get_log
 from tests.conftest import client_for
 from tests.live import LiveServer
 from tests.report import record
-from tests.test_security import build_input, input_fields
+from tests.system.test_security import build_input, input_fields
 
 pytestmark = pytest.mark.django_db(transaction=True)
 WAIT = 5  # seconds any expected answer may take

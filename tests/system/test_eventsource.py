@@ -2,7 +2,7 @@
 
 The node script (tests/js/eventsource_client.mjs) follows an organization's
 stream on a live uvicorn server. The test writes, restarts the server on the
-same port (SIGTERM: the stream ends cleanly, see tests/test_shutdown.py),
+same port (SIGTERM: the stream ends cleanly, see tests/system/test_shutdown.py),
 writes again, and checks that the client reconnected by itself with
 ``Last-Event-ID`` and received every event exactly once, in order.
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from agency.models import Agent, Membership
-from tests.browser.conftest import WAIT_MS, needs_chromium, rx, wait_connected
+from tests.system.browser.conftest import WAIT_MS, needs_chromium, rx, wait_connected
 
 pytestmark = [pytest.mark.django_db(transaction=True), needs_chromium]
 

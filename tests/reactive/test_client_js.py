@@ -5,7 +5,7 @@ every module of reactive/static/reactive/ against its JSDoc types, strictly
 (tests/js/tsconfig.json), and refuses wrong uses of the public API and of the wire
 frames. Node's built-in test runner runs tests/js/*.test.mjs: the persisted cache, the
 query state machine, the registry, the transports and the connection, against fakes.
-Each check fails with the tool's own output. The browser suite (tests/browser/) covers
+Each check fails with the tool's own output. The browser suite (tests/system/browser/) covers
 the same modules in Chromium.
 """
 

@@ -7,7 +7,7 @@ types; tsc --strict type-checks tests/clients/*.ts and docs/api.md's example
 with them, and refuses each tests/clients/bad_*.ts on the lines marked ERROR;
 Redocly CLI lints the document (no errors). The npm packages are installed
 once, at the versions pinned here, into .cache/node (not committed).
-Schemathesis runs in tests/test_openapi_fuzz.py.
+Schemathesis runs in tests/system/test_openapi_fuzz.py.
 """
 
 from __future__ import annotations

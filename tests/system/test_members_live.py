@@ -18,7 +18,7 @@ from django.test import AsyncClient
 from agency import members
 from agency.models import Agent, ApiToken, Membership
 from reactive.functions import registry
-from tests.test_consumers import connect, subscribe
+from tests.reactive.test_consumers import connect, subscribe
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub")]
 WAIT = 5  # seconds any expected frame may take; the periodic re-check is every 30 s

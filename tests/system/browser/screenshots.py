@@ -1,6 +1,6 @@
 """Screenshots of every page with demo data, into docs/screenshots/ (not a test).
 
-    .venv/bin/python tests/browser/screenshots.py [--out docs/screenshots]
+    .venv/bin/python tests/system/browser/screenshots.py [--out docs/screenshots]
 
 Migrates a throwaway SQLite database, runs ``seed_demo``, serves it with uvicorn
 and drives Debian's Chromium with Playwright, as the browser tests do.
@@ -21,7 +21,7 @@ import httpx
 from chromium import CHROMIUM, CHROMIUM_ARGS  # this script's folder is on sys.path
 from playwright.sync_api import sync_playwright
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PASSWORD = "teamhub-demo"
 
 

@@ -52,7 +52,7 @@ from tests.conftest import client_for
 from tests.report import record
 
 pytestmark = pytest.mark.django_db(transaction=True)
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WAIT = 5  # seconds any expected frame may take
 UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
 
@@ -240,7 +240,7 @@ def build_input(fn, ids: dict[str, str], overrides: dict[str, dict[str, str]] | 
         elif field.is_required():
             pytest.fail(
                 f"{fn.name}: no value for its required input {alias!r}; teach "
-                "tests/test_security.py (ID_FIELDS, PLAIN or FUNCTION_INPUTS) how to build it"
+                "tests/system/test_security.py (ID_FIELDS, PLAIN or FUNCTION_INPUTS) how to build it"
             )
     return out
 

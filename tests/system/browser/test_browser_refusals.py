@@ -12,7 +12,7 @@ from importlib import import_module
 import pytest
 from django.conf import settings
 
-from tests.browser.conftest import needs_chromium
+from tests.system.browser.conftest import needs_chromium
 
 pytestmark = [pytest.mark.django_db(transaction=True), needs_chromium]
 

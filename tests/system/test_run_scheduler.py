@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from agency.models import ApiToken, Cron
+from tests.agency.test_scheduler import make_cron, runs
 from tests.live import ROOT, SSE, LiveServer, server_env
-from tests.test_scheduler import make_cron, runs
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 

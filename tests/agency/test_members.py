@@ -15,7 +15,7 @@ import pytest
 
 from agency.models import Agent, Membership, MessageType, Organization, ToolType, User
 from tests.conftest import client_for
-from tests.test_security import call_function
+from tests.system.test_security import call_function
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROLES = ("owner", "admin", "member", "outsider", "anonymous")

@@ -21,8 +21,8 @@ from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 
 from agency.models import ApiToken, User
-from tests.browser.chromium import CHROMIUM, CHROMIUM_ARGS
 from tests.live import LiveServer
+from tests.system.browser.chromium import CHROMIUM, CHROMIUM_ARGS
 
 WAIT_MS = 10_000  # the bound of waits that are not themselves the assertion
 

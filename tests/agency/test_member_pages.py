@@ -1,6 +1,6 @@
 """The members and settings pages, and the organization page's live message form.
 
-Server side (the browser side is tests/browser/test_browser_members.py): what each
+Server side (the browser side is tests/system/browser/test_browser_members.py): what each
 role sees, what the forms do, and that the pages refuse what the functions refuse.
 """
 

@@ -9,7 +9,7 @@ import pytest
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from agency.models import Agent
-from tests.browser.conftest import WAIT_MS, needs_chromium, rx, wait_connected
+from tests.system.browser.conftest import WAIT_MS, needs_chromium, rx, wait_connected
 
 pytestmark = [pytest.mark.django_db(transaction=True), needs_chromium]
 
