@@ -11,11 +11,12 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.urls import NoReverseMatch, reverse
 from django.utils.module_loading import import_string
 
 from .conf import reactive_settings
 
-__all__ = ["check_cache", "check_databases", "check_log", "check_settings"]
+__all__ = ["check_cache", "check_databases", "check_log", "check_settings", "check_urls"]
 
 TAG = "reactive"
 
@@ -98,7 +99,9 @@ def check_log(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     return []
 
 
-@register(TAG, Tags.database)
+# Not tagged Tags.database: Django 6 runs those only with `check --database`, and this
+# one reads settings only, connecting to nothing.
+@register(TAG)
 def check_databases(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """SQLite databases begin their transactions IMMEDIATE.
 
@@ -118,4 +121,35 @@ def check_databases(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
         for alias, db in settings.DATABASES.items()
         if db.get("ENGINE", "").endswith("sqlite3")
         and str(db.get("OPTIONS", {}).get("transaction_mode", "")).upper() != "IMMEDIATE"
+    ]
+
+
+# The URL names the browser client is configured with (templatetags/reactive.py) and
+# live fragments are fetched from (fragments.py).
+CLIENT_URLS = {
+    "reactive-events": (),
+    "reactive-ack": (),
+    "reactive-fragment": ("name",),
+}
+
+
+@register(TAG, Tags.urls)
+def check_urls(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The URLs the browser client needs are routed (else live pages never update)."""
+    missing = []
+    for name, args in CLIENT_URLS.items():
+        try:
+            reverse(name, args=args)
+        except NoReverseMatch:
+            missing.append(name)
+    if not missing:
+        return []
+    return [
+        Warning(
+            f"No URL is named {', '.join(missing)}: pages using reactive's template tags "
+            "will render, but never update live.",
+            hint='Route reactive.events_view as "reactive-events", reactive.ack_view as '
+            '"reactive-ack", and include("reactive.fragments") (docs/reusing.md).',
+            id="reactive.W002",
+        )
     ]

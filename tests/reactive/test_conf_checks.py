@@ -86,7 +86,13 @@ def test_sqlite_must_begin_immediate(settings):
 
 def test_the_project_passes_every_check():
     assert checks.check_settings() + checks.check_cache() + checks.check_log() == []
-    assert checks.check_databases() == []
+    assert checks.check_databases() + checks.check_urls() == []
+
+
+def test_unrouted_client_urls_are_reported(settings):
+    settings.ROOT_URLCONF = "tests.testapp.urls"  # none of reactive's routes
+    (warning,) = checks.check_urls()
+    assert warning.id == "reactive.W002" and "reactive-events" in warning.msg
 
 
 def lifespan_startup(app) -> list[dict]:

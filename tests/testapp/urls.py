@@ -1,0 +1,3 @@
+"""A URLconf with none of reactive's routes (tests of the system check reactive.W002)."""
+
+urlpatterns: list = []
