@@ -367,9 +367,10 @@ class Cron(Timestamped):
         self._stored = (self.schedule, self.enabled)
 
     @classmethod
-    def from_db(cls, db, field_names, values):
+    def from_db(cls, db, field_names, values, **kwargs):
         """A row as loaded, remembering the values whose change re-arms it."""
-        instance = super().from_db(db, field_names, values)
+        # **kwargs: Django 6.1 passes fetch_mode (and deprecates from_db() without it).
+        instance = super().from_db(db, field_names, values, **kwargs)
         instance._stored = (instance.__dict__.get("schedule"), instance.__dict__.get("enabled"))
         return instance
 
