@@ -69,12 +69,8 @@ def _too_large() -> HttpResponse:
     return error_response(TooLarge())
 
 
-class RequestSizeLimit:
-    """413 for a request whose declared body is over the limit, before anything reads it.
-
-    Without it, a form page answers such a request with Django's 400 page (the
-    API's JSON views already answer 413). Async-capable: no thread hop under ASGI.
-    """
+class Hybrid:
+    """A middleware that runs as what it wraps is: a coroutine under ASGI (no thread hop)."""
 
     sync_capable = True
     async_capable = True
@@ -83,6 +79,14 @@ class RequestSizeLimit:
         self.get_response = get_response
         if iscoroutinefunction(get_response):
             markcoroutinefunction(self)
+
+
+class RequestSizeLimit(Hybrid):
+    """413 for a request whose declared body is over the limit, before anything reads it.
+
+    Without it, a form page answers such a request with Django's 400 page (the
+    API's JSON views already answer 413). Async-capable: no thread hop under ASGI.
+    """
 
     def __call__(self, request: HttpRequest):
         if iscoroutinefunction(self):
@@ -179,7 +183,7 @@ API_PREFIX = "/api/"
 METHOD_ORDER = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-class ApiErrors:
+class ApiErrors(Hybrid):
     """Everything under ``/api/`` answers in the API's JSON shape, HEAD and OPTIONS included.
 
     The API's own handlers already answer JSON; what reaches a client as HTML
@@ -188,14 +192,6 @@ class ApiErrors:
     OPTIONS with 204 and ``Allow``, as RFC 9110 asks, instead of 405.
     Async-capable: no thread hop under ASGI.
     """
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest):
         if iscoroutinefunction(self):
