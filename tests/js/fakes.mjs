@@ -189,3 +189,34 @@ export function watcher({ tags = [], tenants = [], cursor = "", specs = [], refu
   };
   return w;
 }
+
+/**
+ * `fetch` the test plays the server of: each request waits until the test answers it
+ * (`respond`, oldest first). Install with `mock.method(globalThis, "fetch", fake.fetch)`.
+ */
+export class FakeFetch {
+  constructor() {
+    this.requests = [];
+    this.fetch = (url, init = {}) => {
+      const reply = deferred();
+      this.requests.push({ url: String(url), init, headers: new Headers(init.headers), ...reply });
+      return reply.promise;
+    };
+  }
+
+  get last() {
+    return this.requests.at(-1);
+  }
+
+  /** Answer the oldest request not yet answered: a JSON `body` (none for a 304), `headers`. */
+  async respond(status, body = undefined, headers = {}) {
+    await flush(); // a scheduled refetch starts in a microtask
+    const request = this.requests.find((r) => !r.done);
+    request.done = true;
+    const text = body === undefined ? null : JSON.stringify(body);
+    const type = text === null ? {} : { "Content-Type": "application/json" };
+    request.resolve(new Response(text, { status, headers: { ...type, ...headers } }));
+    await flush();
+    return request;
+  }
+}

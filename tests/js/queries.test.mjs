@@ -30,9 +30,9 @@ function queryHost({ stored = null, newest = () => null } = {}) {
     sync: () => {
       host.syncs += 1;
     },
-    run: (name, input) => {
+    run: (name, input, etag) => {
       const fetch = deferred();
-      host.fetches.push({ name, input, ...fetch });
+      host.fetches.push({ name, input, etag, ...fetch });
       return fetch.promise;
     },
     tenantsOf: (_name, input) => [input.organizationId],
@@ -55,12 +55,12 @@ function query(host) {
   return { q, seen };
 }
 
-/** Answer the oldest fetch not yet answered. */
-async function answer(host, { data = "fresh", cursor, tags = ["agency.agent"] }) {
+/** Answer the oldest fetch not yet answered (a 200, with no ETag unless given). */
+async function answer(host, { data = "fresh", cursor, tags = ["agency.agent"], etag = "" }) {
   await flush(); // a scheduled refetch starts in a microtask
   const fetch = host.fetches.find((f) => !f.done);
   fetch.done = true;
-  fetch.resolve({ data, cursor, tags, key: "k" });
+  fetch.resolve({ answer: { data, cursor, tags, key: "k" }, etag });
   await flush();
 }
 

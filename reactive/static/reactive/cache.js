@@ -10,6 +10,7 @@ import { PREFIX, VERSION } from "./util.js";
  * @property {string[]} [t]  its tags
  * @property {string} [c]  its cursor
  * @property {string} [k]  the server's query key
+ * @property {string} [e]  its ETag, sent as `If-None-Match` to revalidate it
  * @property {string[]} [n]  its tenants (organizations)
  * @property {number} [u]  when it was written (epoch ms)
  * @property {string} [v]  the client version that wrote it
@@ -30,7 +31,7 @@ import { PREFIX, VERSION } from "./util.js";
 
 /**
  * localStorage entries `rx1:<user>:<organization>:<name>?<input>` holding
- * `{d: data, t: tags, c: cursor, k: key, n: tenants, u: written at}`. Bounded by
+ * `{d: data, t: tags, c: cursor, k: key, e: ETag, n: tenants, u: written at}`. Bounded by
  * `maxEntries` and `maxBytes` per user: the least recently written go first.
  */
 export class PersistentCache {

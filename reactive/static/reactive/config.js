@@ -40,6 +40,7 @@
  * @property {number} localHits
  * @property {number} fetches
  * @property {number} fetchErrors
+ * @property {number} notModified  conditional query fetches answered 304 (no body)
  * @property {number} events
  * @property {number} reconnects
  */

@@ -20,6 +20,17 @@ const ACK_DELAY_MS = 5_000;
  * @typedef {object} HttpCounters
  * @property {() => void} fetched  a request leaves
  * @property {(header: string | null) => void} cacheHeader  a query's `X-Reactive-Cache`
+ * @property {() => void} notModified  a conditional query was answered 304
+ */
+
+/**
+ * A query fetched, perhaps conditionally (`Http.conditionalQuery`): the answer and its
+ * `ETag` (200), or, for a GET sent with `If-None-Match`, no answer (304 Not Modified:
+ * the data held for that ETag is still the result; keep it).
+ * @typedef {object} QueryResult
+ * @property {QueryAnswer | null} answer  null only for a 304 to a conditional request
+ * @property {string} etag  the result's ETag, sent back as `If-None-Match` next time ("": none,
+ *   the next fetch is unconditional)
  */
 
 /** Requests to the API, with the session cookie, answers checked and errors as ReactiveErrors. */
@@ -100,29 +111,71 @@ export class Http {
   }
 
   /**
-   * Run a query over HTTP (GET when its input fits a query string).
+   * The GET URL of a query, or null when its input does not fit a query string (nested
+   * objects): scalars as parameters, lists as repeated ones (reactive/http.py `query_input`).
+   * @param {string} name
+   * @param {Record<string, unknown>} [input]
+   * @returns {string | null}
+   */
+  queryUrl(name, input = {}) {
+    if (!isFlat(input)) return null;
+    const path = this.options.rxPath + encodeURIComponent(name);
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(input || {})) {
+      if (v === undefined || v === null) continue;
+      for (const item of Array.isArray(v) ? v : [v]) params.append(k, String(item));
+    }
+    const qs = params.toString();
+    return qs ? `${path}?${qs}` : path;
+  }
+
+  /**
+   * Run a query over HTTP, revalidating `etag` (the ETag of the result held) when given.
+   *
+   * GET when the input fits a query string, with `If-None-Match: <etag>`: a 304 resolves
+   * with `answer` null (never an error, never an empty result). Else POST, which is never
+   * conditional: HTTP answers a POST's failed `If-None-Match` with 412, not 304.
+   * @param {string} name
+   * @param {Record<string, unknown>} [input]
+   * @param {string} [etag]  "" for an unconditional fetch
+   * @returns {Promise<QueryResult>}
+   */
+  async conditionalQuery(name, input = {}, etag = "") {
+    const url = this.queryUrl(name, input);
+    if (url === null) {
+      const response = await this.post(this.options.rxPath + encodeURIComponent(name), input);
+      this.counters.cacheHeader(response.headers.get("X-Reactive-Cache"));
+      return { answer: await this.json(response), etag: "" };
+    }
+    /** @type {Record<string, string>} */
+    const headers = { Accept: "application/json" };
+    if (etag) headers["If-None-Match"] = etag;
+    // "no-store": the client's own cache (cache.js) is the only one, and it revalidates
+    // itself. With the default mode the browser would keep its own copy of every answer
+    // (private data, on disk, past a logout) and could revalidate that copy on its own,
+    // handing us a 200 rebuilt from it where the server said 304, or answering from it
+    // without asking. Bypassing the HTTP cache, the server's 304 reaches us as a 304.
+    const response = await this.fetch(url, { headers, cache: "no-store" });
+    this.counters.cacheHeader(response.headers.get("X-Reactive-Cache"));
+    if (response.status === 304) {
+      // Not Modified has no body. Unasked for (no If-None-Match), it cannot be used.
+      if (!etag) throw new ReactiveError(0, { message: "Unreadable answer (304 unasked)." });
+      this.counters.notModified();
+      return { answer: null, etag: response.headers.get("ETag") || etag };
+    }
+    const answer = /** @type {QueryAnswer} */ (await this.json(response));
+    return { answer, etag: response.headers.get("ETag") || "" };
+  }
+
+  /**
+   * Run a query over HTTP (GET when its input fits a query string), unconditionally.
    * @param {string} name
    * @param {Record<string, unknown>} [input]
    * @returns {Promise<QueryAnswer>}
    */
   async query(name, input = {}) {
-    const path = this.options.rxPath + encodeURIComponent(name);
-    let response;
-    if (isFlat(input)) {
-      const params = new URLSearchParams();
-      for (const [k, v] of Object.entries(input || {})) {
-        if (v === undefined || v === null) continue;
-        for (const item of Array.isArray(v) ? v : [v]) params.append(k, String(item));
-      }
-      const qs = params.toString();
-      response = await this.fetch(qs ? `${path}?${qs}` : path, {
-        headers: { Accept: "application/json" },
-      });
-    } else {
-      response = await this.post(path, input);
-    }
-    this.counters.cacheHeader(response.headers.get("X-Reactive-Cache"));
-    return this.json(response);
+    const { answer } = await this.conditionalQuery(name, input);
+    return /** @type {QueryAnswer} */ (answer); // unconditional: never a 304
   }
 
   /**

@@ -4,7 +4,7 @@
 import { ReactiveError, backoff, comparePositions, maxPos, normPos } from "./util.js";
 
 /** @import { CacheEntry } from "./cache.js" */
-/** @import { QueryAnswer } from "./protocol.js" */
+/** @import { QueryResult } from "./http.js" */
 
 /**
  * What a watcher needs from its client.
@@ -18,7 +18,8 @@ import { ReactiveError, backoff, comparePositions, maxPos, normPos } from "./uti
 /**
  * What a query needs from its client, besides a watcher's needs.
  * @typedef {object} QueryNeeds
- * @property {(name: string, input: Record<string, unknown>) => Promise<QueryAnswer>} run  fetch it
+ * @property {(name: string, input: Record<string, unknown>, etag: string) => Promise<QueryResult>} run
+ *   fetch it, revalidating `etag` (the held result's ETag; "" fetches unconditionally)
  * @property {(name: string, input: Record<string, unknown>, data: unknown) => string[]} tenantsOf
  * @property {QueryStore} cache  where answers persist
  * @property {(organization: string, clientKey: string, entry: CacheEntry) => void} stored  tell
@@ -33,6 +34,17 @@ import { ReactiveError, backoff, comparePositions, maxPos, normPos } from "./uti
  * @property {(organization: string, clientKey: string, entry: CacheEntry) => void} write
  * @property {(organization: string) => void} clearOrganization
  */
+
+/**
+ * Whether two snapshots show the same thing (the same data object, the same flags).
+ * @param {QuerySnapshot | undefined} a
+ * @param {QuerySnapshot} b
+ */
+function sameSnapshot(a, b) {
+  if (!a) return false;
+  const keys = /** @type {(keyof QuerySnapshot)[]} */ (Object.keys(b));
+  return keys.every((k) => Object.is(a[k], b[k]));
+}
 
 /**
  * A query a watcher wants the server to follow: subscribed from `cursor`.
@@ -213,9 +225,12 @@ export class Query extends Watcher {
     this.organization = organization;
     /** @type {Set<(snapshot: QuerySnapshot) => void>} */
     this.listeners = new Set();
+    /** @type {WeakMap<(snapshot: QuerySnapshot) => void, QuerySnapshot>} what each was shown last */
+    this.shown = new WeakMap();
     /** @type {unknown} */
     this.data = undefined;
     this.key = "";
+    this.etag = ""; // the ETag of `data`, sent as If-None-Match to revalidate it ("": none)
     this.updatedAt = 0;
     this.fromStorage = false;
     this.validated = false; // fetched (or kept fresh by events) since it was last watched
@@ -233,6 +248,7 @@ export class Query extends Watcher {
     this.tenants = new Set(entry.n || []);
     this.cursor = normPos(entry.c);
     this.key = entry.k || "";
+    this.etag = entry.e || "";
     this.updatedAt = entry.u || Date.now();
     this.fromStorage = fromStorage;
     if (fromStorage) this.stale = true;
@@ -241,7 +257,8 @@ export class Query extends Watcher {
   /** @returns {CacheEntry} */
   entry() {
     const { updatedAt: u, data: d, cursor: c, key: k } = this;
-    return { u, d, t: [...this.tags], c, k, n: [...this.tenants] };
+    const entry = { u, d, t: [...this.tags], c, k, n: [...this.tenants] };
+    return this.etag ? { ...entry, e: this.etag } : entry;
   }
 
   /** @returns {QuerySnapshot} */
@@ -258,9 +275,23 @@ export class Query extends Watcher {
     };
   }
 
+  /**
+   * Add a subscriber and call it at once (synchronously) with the snapshot now.
+   * @param {(snapshot: QuerySnapshot) => void} fn
+   */
+  listen(fn) {
+    this.listeners.add(fn);
+    const snap = this.snapshot();
+    this.shown.set(fn, snap);
+    fn(snap);
+  }
+
+  /** Tell each subscriber the snapshot, unless it shows what that subscriber was shown last. */
   changed() {
     const snap = this.snapshot();
     for (const fn of [...this.listeners]) {
+      if (sameSnapshot(this.shown.get(fn), snap)) continue; // say, a 304 that changed nothing shown
+      this.shown.set(fn, snap);
       try {
         fn(snap);
       } catch (err) {
@@ -270,17 +301,40 @@ export class Query extends Watcher {
   }
 
   async load() {
-    const body = await this.host.run(this.name, this.input);
+    // Revalidate what is held: its ETag goes as If-None-Match, and a 304 keeps it.
+    const held = this.data !== undefined ? this.etag : "";
+    const { answer: body, etag } = await this.host.run(this.name, this.input, held);
+    if (!body) return this.notModified();
     const tenants = this.host.tenantsOf(this.name, this.input, body.data);
     if (this.cursor && body.cursor && comparePositions(body.cursor, this.cursor) < 0) {
       this.validated = true;
       return this.cursor; // another tab already stored something newer
     }
-    this.apply({ d: body.data, t: body.tags, c: body.cursor, k: body.key, n: tenants });
+    this.apply({ d: body.data, t: body.tags, c: body.cursor, k: body.key, n: tenants, e: etag });
     this.validated = true;
     this.host.cache.write(this.organization, this.clientKey, this.entry());
     this.host.stored(this.organization, this.clientKey, this.entry());
     this.host.sync();
+    return this.cursor;
+  }
+
+  /**
+   * A 304 Not Modified: the data held is still the result. It stays as it is: the same
+   * object (a renderer comparing data by identity does nothing), with its cursor (the
+   * one the 200 of this ETag carried: the server's answer for this ETag is that same
+   * entry), tags, key, ETag and `updatedAt` (when the data was received). Nothing is
+   * stored or told to the other tabs: they hold it already. It is known fresh now:
+   * `refresh` clears the stale state (or fetches again if an event came during the
+   * fetch and the cursor does not cover it), and subscribers hear of it only if their
+   * snapshot changes (`isStale`, `isFetching`, `error`, `fromCache`).
+   * @returns {string} the cursor
+   */
+  notModified() {
+    if (this.error && [401, 403].includes(this.error.status)) {
+      this.host.cache.write(this.organization, this.clientKey, this.entry()); // dropped by `failed`
+    }
+    this.fromStorage = false; // the server vouched for it
+    this.validated = true;
     return this.cursor;
   }
 

@@ -61,6 +61,7 @@ export class ReactiveClient extends Emitter {
       localHits: 0,
       fetches: 0,
       fetchErrors: 0,
+      notModified: 0,
       events: 0,
       reconnects: 0,
     };
@@ -71,6 +72,10 @@ export class ReactiveClient extends Emitter {
         this.stats.fetches += 1;
       },
       cacheHeader: (header) => this.count(header),
+      notModified: () => {
+        this.stats.notModified += 1;
+        this.emitStats();
+      },
     });
     this.acks = new Acknowledger(this.http, this.options, this.clientId);
     /** @type {WatcherHost} */
@@ -85,7 +90,7 @@ export class ReactiveClient extends Emitter {
     /** @type {QueryHost} */
     this.queryHost = {
       ...watcherHost,
-      run: (name, input) => this.query(name, input),
+      run: (name, input, etag) => this.http.conditionalQuery(name, input, etag),
       tenantsOf: (name, input, data) => this.tenantsOf(name, input, data),
       cache: this.cache,
       stored: (org, ck, e) => this.tabs.post({ t: "entry", org, ck, e }),
@@ -239,13 +244,12 @@ export class ReactiveClient extends Emitter {
    */
   subscribe(name, input, callback) {
     const q = this.getQuery(name, input || {});
-    q.listeners.add(callback);
     this.watchers.add(q);
     if (q.data !== undefined) {
       this.stats.localHits += 1;
       this.emitStats();
     }
-    callback(q.snapshot());
+    q.listen(callback);
     if (!q.validated && !q.inflight) q.refresh();
     this.connection.sync();
     return () => {
