@@ -21,6 +21,7 @@ from reactive import (
     NotAuthenticated,
     ReactiveAPI,
     ReactiveError,
+    Route,
     check_csrf,
     error_response,
     json_body,
@@ -181,6 +182,16 @@ def _rest_view(resource: str, route: str, method: str):
     view = collection if route == "collection" else item
     view.__name__ = rest_operation_id(resource, route, method)
     return view
+
+
+def fast_routes(prefix: str = "/api/") -> list[Route]:
+    """The REST routes that are queries, for the fast lane (teamhub.lane)."""
+    out = []
+    for resource, (_singular, item_methods) in RESOURCES.items():
+        out.append(Route(f"{prefix}{resource}", f"{resource}.getAll", envelope=False))
+        if "GET" in item_methods:
+            out.append(Route(f"{prefix}{resource}/{{id}}", f"{resource}.getOne", envelope=False))
+    return out
 
 
 for _resource, (_singular, _item_methods) in RESOURCES.items():

@@ -72,6 +72,14 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "start_drainer": ("drainer", "start_drainer"),
     "REAUTHENTICATE": ("identity", "ATTRIBUTE"),
     "call_inline": ("inline", "call"),
+    # the fast lane: hits answered before Django
+    "FastLane": ("fastlane", "FastLane"),
+    "Route": ("fastlane", "Route"),
+    "Identity": ("identity", "Identity"),
+    "IdentityResolver": ("identity", "IdentityResolver"),
+    "SessionIdentity": ("sessions", "SessionIdentity"),
+    "user_lookup": ("users", "user_lookup"),
+    "user_from": ("users", "user_from"),
     # live fragments (server-rendered HTML)
     "fragment": ("fragments", "fragment"),
     "Loader": ("fragments", "Loader"),
@@ -88,7 +96,10 @@ __all__ = [
     "Conflict",
     "Context",
     "CsrfFailed",
+    "FastLane",
     "Forbidden",
+    "Identity",
+    "IdentityResolver",
     "Input",
     "InvalidInput",
     "LOGIN_SECURITY",
@@ -105,6 +116,8 @@ __all__ = [
     "ReactiveFunction",
     "Registry",
     "Result",
+    "Route",
+    "SessionIdentity",
     "TooLarge",
     "WRITE_SECURITY",
     "ack_view",
@@ -138,6 +151,8 @@ __all__ = [
     "scoped_tag",
     "start_drainer",
     "table_tag",
+    "user_from",
+    "user_lookup",
     "websocket_application",
 ]
 
@@ -175,6 +190,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
         field_errors,
         pydantic_errors,
     )
+    from .fastlane import FastLane, Route
     from .fragments import Loader, fragment
     from .functions import (
         Context,
@@ -200,6 +216,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from .http import context as request_context
     from .http import run as run_function
     from .identity import ATTRIBUTE as REAUTHENTICATE
+    from .identity import Identity, IdentityResolver
     from .inline import call as call_inline
     from .lifespan import Lifespan
     from .metrics import process_totals
@@ -207,5 +224,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from .models import ClientPosition
     from .routing import websocket_application
     from .schema import Input, NoInput
+    from .sessions import SessionIdentity
     from .sse import ack_view, events_view
     from .tags import row_tag, scoped_tag, table_tag
+    from .users import user_from, user_lookup

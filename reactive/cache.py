@@ -4,8 +4,9 @@ Each tag has a version token. A cached entry stores the versions of its tags as
 read *before* its handler ran; it is a hit only while every one of them is
 unchanged. A writer replaces the tokens of the tags it touched after commit, so
 a reader that raced it stores an entry nobody will ever hit (no stale set). A
-hit is one ``get_many`` (one MGET on Redis). Any cache failure degrades to
-computing the result, never to an error.
+hit is one ``get_many`` (one MGET on Redis). Entries are bytes ready to send
+(``reactive.entries``). Any cache failure degrades to computing the result,
+never to an error.
 
 After a failure the cache is *repaired* before this process trusts it again:
 the bumps that failed are made, and the epoch (a version every entry also
@@ -30,8 +31,11 @@ from functools import cache, lru_cache
 from typing import Any
 
 from django.core.cache import BaseCache, caches
+from django.core.signals import setting_changed
 
+from . import prefetch
 from .conf import on_change, reactive_settings
+from .entries import body_etag, etag, pack, unpack
 from .inline import HITS_ONLY, CacheMiss, CacheUnavailable
 
 logger = logging.getLogger("reactive")
@@ -95,8 +99,12 @@ class Breaker:
 
     def check(self) -> None:
         """Raise :class:`Bypassed` while the breaker is tripped."""
-        if self.until and time.monotonic() < self.until:
+        if self.tripped():
             raise Bypassed("skipped: it failed a moment ago")
+
+    def tripped(self) -> bool:
+        """Whether operations are being skipped right now."""
+        return bool(self.until) and time.monotonic() < self.until
 
     def trip(self, started: float) -> None:
         """Note a failure of an operation begun at `started` (``time.monotonic()``)."""
@@ -131,23 +139,28 @@ def dumps(data: Any) -> str:
 
 @dataclass
 class Lookup:
-    """The result of a fetch: its JSON text (and data), the log position it was read at, hit or miss.
+    """The result of a fetch: its JSON (and data), the log position it was read at, hit or miss.
 
-    Entries hold the JSON text, so an HTTP hit sends it as is; `data` decodes it
-    only for callers that want Python objects.
+    Entries hold the JSON as UTF-8 bytes, so an HTTP hit sends them as they are;
+    `data` decodes them only for callers that want Python objects.
     """
 
-    json: str
+    body: bytes
     cursor: str
     hit: bool
     stale: bool = False  # a miss because an entry existed but was invalidated
+    etag: str = ""  # of the entry (its key and versions); of the body when nothing was stored
     _data: Any = field(default=_UNREAD, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.etag:
+            self.etag = body_etag(self.body)
 
     @property
     def data(self) -> Any:
-        """The result as Python objects, decoded from `json` on first use."""
+        """The result as Python objects, decoded from `body` on first use."""
         if self._data is _UNREAD:
-            self._data = json.loads(self.json)
+            self._data = json.loads(self.body)
         return self._data
 
 
@@ -195,6 +208,9 @@ class ReactiveCache:
 
     def __init__(self, alias: str):
         self.alias = alias
+        # One backend object for the whole process: Django's `caches[alias]` makes one per
+        # thread and per async request, and django-redis builds a client for each.
+        self.backend: BaseCache = caches.create_connection(alias)
         self.flights = SingleFlight()
         # Tags whose bump failed (cache down during a write): until they are bumped,
         # this process must not trust any entry, or it could serve data older than
@@ -209,11 +225,6 @@ class ReactiveCache:
         self.after_repair: list[Callable[[], bool]] = []
         self.repairer: threading.Thread | None = None
         self.breaker = Breaker(BYPASS_SECONDS)
-
-    @property
-    def backend(self) -> BaseCache:
-        """The Django cache backend of this alias."""
-        return caches[self.alias]
 
     def fetch(
         self,
@@ -235,22 +246,24 @@ class ReactiveCache:
         if not may_read:  # this transaction wrote what the entry holds
             cursor = _safe(position)
             data = compute()
-            return Lookup(dumps(data), cursor, hit=False, _data=data)
+            return Lookup(_encoded(data), cursor, hit=False, _data=data)
         started = time.monotonic()
         try:
             if got is None:
                 got = self._read([key, *vkeys])
+        except CacheMiss:
+            raise  # a fast-lane attempt that must fetch more keys first
         except Exception as exc:
             if not isinstance(exc, Bypassed):
                 self.failed(started, "cache unavailable, computing %s", key)
             if HITS_ONLY.get():
                 raise CacheUnavailable() from None
             data = compute()
-            return Lookup(dumps(data), _safe(position), hit=False, _data=data)
-        entry = got.get(key)
+            return Lookup(_encoded(data), _safe(position), hit=False, _data=data)
+        entry = unpack(got.get(key))
         current = [got.get(vk) for vk in vkeys]
-        if entry is not None and None not in current and entry["v"] == current:
-            return Lookup(entry["j"], entry["c"], hit=True)
+        if entry is not None and None not in current and entry.versions == current:
+            return Lookup(entry.body, entry.cursor, hit=True, etag=etag(key, entry.header))
         if HITS_ONLY.get():
             raise CacheMiss()
         versions = self._ensure(vkeys, current)
@@ -259,14 +272,16 @@ class ReactiveCache:
             may_store = may_store()
         if not may_store:
             data = compute()
-            return Lookup(dumps(data), cursor, hit=False, stale=entry is not None, _data=data)
-        data, text = self.flights.run((key, tuple(versions)), lambda: _computed(compute))
+            return Lookup(_encoded(data), cursor, hit=False, stale=entry is not None, _data=data)
+        data, body = self.flights.run((key, tuple(versions)), lambda: _computed(compute))
+        stored = pack(versions, cursor, body)
         started = time.monotonic()
         try:
-            self.backend.set(key, {"v": versions, "j": text, "c": cursor}, ttl)
+            self.backend.set(key, stored, ttl)
         except Exception:
             self.failed(started, "could not store %s", key)
-        return Lookup(text, cursor, hit=False, stale=entry is not None, _data=data)
+        tag = etag(key, stored[: stored.index(b"\n")])
+        return Lookup(body, cursor, hit=False, stale=entry is not None, etag=tag, _data=data)
 
     def fetch_many(
         self, lookups: list[tuple[str, list[str], Callable[[], Any], Callable[[], str]]]
@@ -277,6 +292,8 @@ class ReactiveCache:
             keys.update(dict.fromkeys([key, *(version_key(t) for t in tags)]))
         try:
             got = self._read(list(keys))
+        except CacheMiss:
+            raise
         except Exception:
             got = None  # each fetch reads (and reports the failure) by itself
         return [self.fetch(*lookup, got=got) for lookup in lookups]
@@ -285,7 +302,7 @@ class ReactiveCache:
         self.breaker.check()
         if self.needs_repair and not self.repair():
             raise Bypassed("the cache is not repaired yet after a failure")
-        return self.backend.get_many(keys)
+        return prefetch.read(self.backend, keys)
 
     def _ensure(self, vkeys: list[str], current: list[str | None]) -> list[str]:
         versions: list[str] = []
@@ -337,6 +354,10 @@ class ReactiveCache:
         with self.lock:
             self.unbumped -= tags
         return True
+
+    def trusted(self) -> bool:
+        """Whether entries may be served without asking anything first (no repair, no breaker)."""
+        return not self.needs_repair and not self.breaker.tripped()
 
     @property
     def needs_repair(self) -> bool:
@@ -407,9 +428,13 @@ class ReactiveCache:
             self.failed(time.monotonic(), "could not bump the epoch")
 
 
-def _computed(compute: Callable[[], Any]) -> tuple[Any, str]:
+def _encoded(data: Any) -> bytes:
+    return dumps(data).encode()
+
+
+def _computed(compute: Callable[[], Any]) -> tuple[Any, bytes]:
     data = compute()
-    return data, dumps(data)
+    return data, _encoded(data)
 
 
 def _safe(position: Callable[[], str]) -> str:
@@ -427,6 +452,14 @@ def reactive_cache() -> ReactiveCache:
 
 
 on_change("CACHE_ALIAS")(reactive_cache.cache_clear)
+
+
+def _caches_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == "CACHES":
+        reactive_cache.cache_clear()
+
+
+setting_changed.connect(_caches_changed)
 
 
 def invalidate_all() -> None:

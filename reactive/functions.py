@@ -81,8 +81,8 @@ class Context:
 class Result:
     """A function's answer with what clients need to keep it fresh.
 
-    Cached queries carry their JSON text (`json`), sent over HTTP as is; `data`
-    is decoded from it on first use.
+    Cached queries carry their JSON as bytes (`body`), sent over HTTP as they
+    are; `data` is decoded from them on first use.
     """
 
     value: Any = None
@@ -99,9 +99,14 @@ class Result:
         return self.lookup.data if self.lookup is not None else self.value
 
     @property
-    def json(self) -> str | None:
-        """The cached JSON text, or None for an uncached result."""
-        return self.lookup.json if self.lookup is not None else None
+    def body(self) -> bytes | None:
+        """The cached JSON as UTF-8 bytes, or None for an uncached result."""
+        return self.lookup.body if self.lookup is not None else None
+
+    @property
+    def etag(self) -> str | None:
+        """The result's ETag (from its cache entry), or None for an uncached result."""
+        return self.lookup.etag if self.lookup is not None else None
 
 
 class ReactiveFunction:

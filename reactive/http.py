@@ -16,10 +16,12 @@ from typing import Any
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
+from django.utils.http import parse_etags
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError
 
 from .cache import dumps
+from .entries import body_etag
 from .errors import InvalidInput, ReactiveError, pydantic_errors
 from .functions import Context, ReactiveFunction, Result
 
@@ -215,18 +217,41 @@ def query_input(request: HttpRequest, fn: ReactiveFunction) -> dict[str, Any] | 
         raise InvalidInput(errors=pydantic_errors(exc.errors())) from None
 
 
-def result_response(result: Result, envelope: bool = True, status: int = 200) -> HttpResponse:
-    """A query's answer (``data``, ``key``, ``tags``, ``cursor``) with its cache header.
+def result_body(result: Result, envelope: bool = True) -> bytes:
+    """A query's answer as sent: the data alone, or ``{data, key, tags, cursor}``.
 
-    The cached JSON text of the data is spliced in, never decoded and re-encoded.
+    The cached JSON of the data is spliced in, never decoded and re-encoded.
     """
-    data = result.json if result.json is not None else dumps(result.data)
-    if envelope:
-        rest = dumps({"key": result.key, "tags": result.tags, "cursor": result.cursor})
-        data = '{"data":' + data + "," + rest[1:]
-    response = HttpResponse(data, status=status, content_type="application/json")
+    data = result.body if result.body is not None else dumps(result.data).encode()
+    if not envelope:
+        return data
+    rest = dumps({"key": result.key, "tags": result.tags, "cursor": result.cursor})
+    return b'{"data":' + data + b"," + rest[1:].encode()
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names `etag` (weak comparison, ``*`` included)."""
+    tags = parse_etags(if_none_match)
+    return "*" in tags or etag.removeprefix("W/") in (t.removeprefix("W/") for t in tags)
+
+
+def result_response(
+    result: Result,
+    envelope: bool = True,
+    status: int = 200,
+    if_none_match: str | None = None,
+) -> HttpResponse:
+    """A query's answer with its cache header and ETag; 304 when `if_none_match` names it."""
+    body = result_body(result, envelope)
+    etag = result.etag or body_etag(body)
+    if if_none_match and status == 200 and etag_matches(if_none_match, etag):
+        response = HttpResponse(status=304)
+        del response["Content-Type"]
+    else:
+        response = HttpResponse(body, status=status, content_type="application/json")
     response[CACHE_HEADER] = "hit" if result.hit else "miss"
     response["Cache-Control"] = "private, no-cache"
+    response["ETag"] = etag
     return response
 
 
@@ -244,5 +269,6 @@ def run(
     except ReactiveError as exc:
         return error_response(exc)
     if fn.kind == "query":
-        return result_response(result, envelope, status)
+        conditional = request.headers.get("If-None-Match") if request.method == "GET" else None
+        return result_response(result, envelope, status, conditional)
     return json_response({"data": result.data} if envelope else result.data, status=status)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from importlib import import_module
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from django.conf import settings
 from django.contrib import auth
@@ -71,3 +72,36 @@ def for_scope(scope: Mapping[str, Any]) -> Reauthenticator:
         return custom
     key = getattr(scope.get("session"), "session_key", None)
     return lambda: session_user(key)
+
+
+@dataclass
+class Identity:
+    """Who a request's credential names, for the fast lane (``reactive.fastlane``).
+
+    `kind` ("bearer", "session") keys the response headers the lane replays;
+    `attributes` are set on the request the lane builds (a project's access
+    checks may read what its identity lookup already found there).
+    """
+
+    user: Any
+    kind: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+class IdentityResolver(Protocol):
+    """Turns a request's credential into an :class:`Identity`, from the cache alone if it can.
+
+    ``resolve`` runs on the event loop with every cache read answered from the
+    lane's one fetch; it may also run in a thread (with real cache and database
+    access) when that read missed, so that the next request finds it cached.
+    It must do what the project's own authentication does, and nothing with
+    side effects before its first database access.
+    """
+
+    kind: str
+
+    def credential(self, headers: Mapping[str, str]) -> str | None:
+        """The credential this resolver reads from the request headers, if present."""
+
+    def resolve(self, credential: str) -> Identity | None:
+        """The identity, or None where the project's authentication would refuse."""

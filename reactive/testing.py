@@ -21,12 +21,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.core.cache import caches
+from django.core.handlers.wsgi import WSGIRequest
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.http import HttpResponse, HttpResponseBase
+from django.test.client import AsyncClientHandler, ClientHandler
 
-from . import drain, metrics, publishing
+from . import drain, metrics, prefetch, publishing
 from .cache import reactive_cache
 from .events import Event
+from .fastlane import Answer, FastLane
 from .log import get_log
 
 __all__ = [
@@ -36,6 +41,7 @@ __all__ = [
     "reset",
     "reset_caches",
     "skip_pending_changes",
+    "through_fast_lane",
 ]
 
 Batch = dict[str | None, set[str]]
@@ -101,3 +107,99 @@ def capture_published() -> Iterator[list[Batch]]:
 def events_after(cursor: str, *tenants: str) -> list[Event]:
     """The events the log holds after `cursor` (a query's ``cursor``), for `tenants`."""
     return get_log().read(list(tenants), int(cursor))
+
+
+@contextmanager
+def through_fast_lane(lane: FastLane) -> Iterator[FastLane]:
+    """Django's test clients send each request to `lane` first, as the ASGI server would.
+
+    What the lane answers is the response the test sees; everything else goes
+    to Django as usual, and the lane learns from Django's answers (the headers
+    it replays). Any test written against ``Client`` or ``AsyncClient`` thus
+    runs through the fast lane unchanged. ``lane.answered`` counts its answers.
+    """
+    sync_call, async_call = ClientHandler.__call__, AsyncClientHandler.__call__
+
+    def sync_handler(handler: ClientHandler, environ: dict[str, Any]) -> HttpResponseBase:
+        scope = _scope_of(environ)
+        answer = async_to_sync(_answer)(lane, scope)
+        if answer is not None:
+            answered = _response(answer)
+            answered.wsgi_request = WSGIRequest(environ)  # type: ignore[attr-defined]
+            return answered
+        response = sync_call(handler, environ)
+        _learn(lane, scope, response)
+        return response
+
+    async def async_handler(handler: AsyncClientHandler, scope: dict[str, Any]) -> HttpResponseBase:
+        scope = {**scope, "path": _unicode_path(scope["path"])}
+        answer = await _answer(lane, scope)
+        if answer is not None:
+            return _response(answer)
+        response = await async_call(handler, scope)
+        _learn(lane, scope, response)
+        return response
+
+    ClientHandler.__call__ = sync_handler  # type: ignore[method-assign,assignment]
+    AsyncClientHandler.__call__ = async_handler  # type: ignore[method-assign,assignment]
+    try:
+        yield lane
+    finally:
+        ClientHandler.__call__ = sync_call  # type: ignore[method-assign]
+        AsyncClientHandler.__call__ = async_call  # type: ignore[method-assign]
+
+
+async def _answer(lane: FastLane, scope: dict[str, Any]) -> Answer | None:
+    call = lane.eligible(scope)
+    if call is None:
+        return None
+    try:
+        return await lane.answer(call)
+    finally:
+        await prefetch.aclose()  # each test's event loop closes with the test
+
+
+def _unicode_path(path: str) -> str:
+    # The test clients spell the path WSGI's way (UTF-8 bytes as latin-1); ASGI's is text.
+    try:
+        return path.encode("latin-1").decode()
+    except UnicodeError:
+        return path
+
+
+def _scope_of(environ: dict[str, Any]) -> dict[str, Any]:
+    """The ASGI scope of a test client's WSGI environ."""
+    headers = [
+        (
+            name.removeprefix("HTTP_").replace("_", "-").lower().encode(),
+            str(value).encode("latin-1"),
+        )
+        for name, value in environ.items()
+        if name.startswith("HTTP_") or name in ("CONTENT_TYPE", "CONTENT_LENGTH")
+    ]
+    return {
+        "type": "http",
+        "method": environ["REQUEST_METHOD"],
+        "path": _unicode_path(environ["PATH_INFO"]),
+        "query_string": environ.get("QUERY_STRING", "").encode("latin-1"),
+        "headers": headers,
+    }
+
+
+def _response(answer: Answer) -> HttpResponse:
+    response = HttpResponse(answer.body, status=answer.status)
+    del response["Content-Type"]
+    for name, value in answer.headers:
+        response[name.decode("latin-1")] = value.decode("latin-1")
+    return response
+
+
+def _learn(lane: FastLane, scope: dict[str, Any], response: HttpResponseBase) -> None:
+    call = lane.eligible(scope)
+    if call is None:
+        return
+    sent = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.items()]
+    sent += [
+        (b"Set-Cookie", c.output(header="").encode().strip()) for c in response.cookies.values()
+    ]
+    lane.learn(call, response.status_code, sent)

@@ -140,6 +140,8 @@ if REDIS_URL:
                 "SOCKET_CONNECT_TIMEOUT": 1,
                 "SOCKET_TIMEOUT": 1,
                 "CONNECTION_POOL_KWARGS": {"max_connections": 500, "retry_on_timeout": False},
+                # reactive's entries stored as the bytes they are sent as (not pickled)
+                "SERIALIZER": "reactive.serializers.EntrySerializer",
             },
         }
     }
@@ -154,7 +156,6 @@ if REDIS_URL:
             },
         }
     }
-    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 else:
     CACHES = {
         "default": {
@@ -164,6 +165,10 @@ else:
         }
     }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# Sessions are read from the cache (and written through to the database): the fast
+# lane identifies a session cookie from the cache, in its one fetch (reactive.sessions).
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
 # --- reactive layer ------------------------------------------------------------
 

@@ -146,6 +146,22 @@ def api():
     return client_for
 
 
+@pytest.fixture(params=["django", "fast lane"])
+def lane(request):
+    """Run the test twice: Django alone, then with the fast lane in front (as in production).
+
+    With the lane, the test clients offer every request to TeamHub's fast lane
+    first (reactive.testing.through_fast_lane): hits it answers, the rest Django.
+    """
+    if request.param == "django":
+        yield None
+        return
+    from teamhub.lane import build
+
+    with testing.through_fast_lane(build(None)) as fast:
+        yield fast
+
+
 @pytest.fixture
 async def hub():
     """Async tests that open streams stop this loop's hub before the loop closes."""

@@ -152,7 +152,7 @@ def test_a_query_string_is_parsed_leniently_into_the_input(rf):
 
 
 def test_a_cached_result_is_spliced_into_its_envelope():
-    lookup = Lookup('{"b":2,"a":1}', "99", hit=True)
+    lookup = Lookup(b'{"b":2,"a":1}', "99", hit=True)
     result = Result(key="k", tags=["t"], cursor="99", hit=True, lookup=lookup)
     response = result_response(result)
     assert (

@@ -54,7 +54,8 @@ from reactive.functions import Context, ReactiveFunction, registry
 from reactive.log import get_log
 from tests.report import record
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Every test runs against Django alone and through the fast lane (tests/conftest.py `lane`).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("lane")]
 
 WRITERS, READERS = 4, 4
 RUN_SECONDS = 6.0  # a writer stops early past this; a thread that outlives 4x is a hang
@@ -68,7 +69,7 @@ EXAMPLES = int(os.environ.get("TEAMHUB_CONSISTENCY_EXAMPLES", "8"))
 
 def _uncached(key, tags, compute, position, ttl=None):
     data = compute()
-    return Lookup(dumps(data), "", hit=False, _data=data)
+    return Lookup(dumps(data).encode(), "", hit=False, _data=data)
 
 
 @contextmanager

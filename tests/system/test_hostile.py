@@ -30,7 +30,8 @@ from tests.live import LiveServer
 from tests.report import record
 from tests.system.test_security import build_input, input_fields
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Every test runs against Django alone and through the fast lane (tests/conftest.py `lane`).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("lane")]
 WAIT = 5  # seconds any expected answer may take
 MIB = 1024 * 1024
 

@@ -19,7 +19,7 @@ import pytest
 
 from tests.wheels import build_wheel, fresh_venv, run
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.packaging]
 
 # What the wheel may bring: Django, pydantic and asgiref with their own dependencies.
 ALLOWED = {

@@ -51,7 +51,8 @@ from reactive.functions import registry
 from tests.conftest import client_for
 from tests.report import record
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Every test runs against Django alone and through the fast lane (tests/conftest.py `lane`).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("lane")]
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 5  # seconds any expected frame may take
 UNSAFE = ("POST", "PUT", "PATCH", "DELETE")

@@ -21,7 +21,7 @@ import pytest
 from tests.live import free_port
 from tests.wheels import build_wheel, fresh_venv, run
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.packaging]
 STARTUP = 60
 
 
