@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.exceptions import SynchronousOnlyOperation
 from django.http import QueryDict
 from django.utils.datastructures import CaseInsensitiveMapping
@@ -118,10 +119,24 @@ class Call:
     resolver: IdentityResolver
     credential: str
 
+    scheme: str = "http"
+
     @property
     def route_id(self) -> str:
-        """What the learned headers are kept under, with the identity kind and status."""
-        return f"{self.route.path}|{self.fn.name}"
+        """What the learned headers are kept under, with the identity kind and status.
+
+        The host and scheme are part of it: Django refuses a host not in
+        ``ALLOWED_HOSTS`` and may redirect plain HTTP, so a hit learned for
+        one host and scheme says nothing of another.
+        """
+        forwarded = settings.SECURE_PROXY_SSL_HEADER
+        proto = (
+            self.headers.get(forwarded[0].removeprefix("HTTP_").replace("_", "-"), "")
+            if forwarded
+            else ""
+        )
+        host = self.headers.get("host", "")
+        return f"{self.route.path}|{self.fn.name}|{self.scheme}|{proto}|{host}"
 
     @property
     def shape(self) -> tuple[str, ...]:
@@ -193,7 +208,8 @@ class FastLane:
             return None
         if credential is None:
             return None
-        return Call(*routed, scope["path"], query, headers, *credential)
+        scheme = scope.get("scheme") or "http"
+        return Call(*routed, scope["path"], query, headers, *credential, scheme=scheme)
 
     def _route(self, path: str) -> tuple[Route, ReactiveFunction, dict[str, str]] | None:
         for route, pattern in self.routes:

@@ -179,6 +179,7 @@ def _scope_of(environ: dict[str, Any]) -> dict[str, Any]:
     ]
     return {
         "type": "http",
+        "scheme": environ.get("wsgi.url_scheme", "http"),
         "method": environ["REQUEST_METHOD"],
         "path": _unicode_path(environ["PATH_INFO"]),
         "query_string": environ.get("QUERY_STRING", "").encode("latin-1"),

@@ -138,6 +138,17 @@ def test_a_logged_out_session_is_refused_at_once(fast, alice, org_a, agent_a):
     assert thief.get(url).status_code == 401
 
 
+def test_a_host_django_refuses_is_never_answered(fast, alice, org_a, agent_a):
+    client = Client()
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {_token(alice)}"}
+    url = f"/api/rx/agents.getAll?organizationId={org_a.pk}"
+    _until_answered(fast, client, url, **headers)
+    answered = fast.answered
+    assert client.get(url, HTTP_HOST="evil.example", **headers).status_code == 400
+    assert client.get(url, secure=True, **headers)["X-Reactive-Cache"] == "hit"
+    assert fast.answered == answered  # HTTPS: learned anew, as Django may answer it otherwise
+
+
 def test_a_seen_request_costs_one_cache_round_trip(fast, monkeypatch, alice, org_a, agent_a):
     client = Client()
     headers = {"HTTP_AUTHORIZATION": f"Bearer {_token(alice)}"}
