@@ -138,11 +138,14 @@ class Call:
         host = self.headers.get("host", "")
         return f"{self.route.path}|{self.fn.name}|{self.scheme}|{proto}|{host}"
 
-    @property
-    def shape(self) -> tuple[str, ...]:
-        """Requests that read the same keys: same path, query and credential (hashed)."""
+    def shapes(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The request's shape, and its caller's.
+
+        Requests of one shape (path, query and credential, hashed) read the
+        same keys; requests of one caller share at least the identity's.
+        """
         secret = hashlib.blake2b(self.credential.encode(), digest_size=16).hexdigest()
-        return (self.path, self.query, self.resolver.kind, secret)
+        return (self.path, self.query, self.resolver.kind, secret), (self.resolver.kind, secret)
 
     def arguments(self, identity: Identity) -> tuple[Any, Context]:
         """The function's raw input and context, as Django's view builds them."""
@@ -241,11 +244,15 @@ class FastLane:
         if not cache.trusted() or not prefetch.supports(cache.backend):
             return None
         fetched = prefetch.Prefetch()
-        shape = call.shape
+        shape, caller = call.shapes()
+        # Never seen: start from this caller's last request (its identity's keys, at least).
+        keys = self.shapes.get(shape) or self.shapes.get(caller, [])
         try:
-            return await self._rounds(call, fetched, self.shapes.get(shape, []))
+            return await self._rounds(call, fetched, keys)
         finally:
-            self._remember(shape, sorted(fetched.asked))
+            asked = sorted(fetched.asked)
+            self._remember(shape, asked)
+            self._remember(caller, asked)
 
     async def _rounds(
         self, call: Call, fetched: prefetch.Prefetch, keys: list[str]
