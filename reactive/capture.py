@@ -30,13 +30,13 @@ from collections.abc import Callable
 from typing import Any, Literal, overload
 
 from django.apps import AppConfig
-from django.core.signals import request_finished
+from django.core.signals import request_finished, request_started
 from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 from django.db.models.signals import m2m_changed, post_delete, post_migrate, post_save
 
-from . import drain, triggers
+from . import drain, publishing, triggers
 from .cache import set_read_policy
 from .changes import MANUAL, Row, row_changes, user_stream, version_tags
 from .tables import CHANGE_TABLE, concrete, is_tracked, tracked_table_name
@@ -353,9 +353,14 @@ def _after_migrate(sender: AppConfig, using: str = DEFAULT_DB_ALIAS, **kwargs: A
     drain.forget_ready()
 
 
+def _before_request(sender: Any = None, **kwargs: Any) -> None:
+    publishing.responding()  # this request's events reach local connections after its response
+
+
 def _after_request(sender: Any = None, **kwargs: Any) -> None:
     for conn in connections.all(initialized_only=True):
         _drain_pending(conn)
+    publishing.responded()  # the response is out: local connections get its events now
 
 
 def install(app_config: Any = None) -> None:
@@ -364,6 +369,7 @@ def install(app_config: Any = None) -> None:
     post_delete.connect(_on_row, dispatch_uid="reactive.delete")
     m2m_changed.connect(_on_m2m, dispatch_uid="reactive.m2m")
     connection_created.connect(_wrap, dispatch_uid="reactive.wrap")
+    request_started.connect(_before_request, dispatch_uid="reactive.request_started")
     request_finished.connect(_after_request, dispatch_uid="reactive.request")
     if app_config is not None:
         post_migrate.connect(_after_migrate, sender=app_config, dispatch_uid="reactive.migrate")
@@ -378,7 +384,9 @@ def uninstall() -> None:
     post_delete.disconnect(dispatch_uid="reactive.delete")
     m2m_changed.disconnect(dispatch_uid="reactive.m2m")
     connection_created.disconnect(dispatch_uid="reactive.wrap")
+    request_started.disconnect(dispatch_uid="reactive.request_started")
     request_finished.disconnect(dispatch_uid="reactive.request")
+    publishing.responded()
     for conn in connections.all(initialized_only=True):
         if _execute in conn.execute_wrappers:
             conn.execute_wrappers.remove(_execute)

@@ -15,18 +15,29 @@ and SIGINT handlers (see :func:`install_shutdown_hook`): on either signal every
 stream of the process ends (:meth:`Stream.end`), SSE responses complete and
 WebSockets close with 1012, and the server's graceful shutdown goes on at once.
 :func:`shutdown` does the same for servers that signal otherwise.
+
+Writes do not wait for their audience: the connections of a process share its
+event loop with the requests it serves, so fanning an event out to N of them
+as soon as it arrives would put N connections' work ahead of the rest of the
+writer's own response. A writer that publishes while serving a request holds
+its events back instead (:func:`hold_back`, by :mod:`reactive.publishing`):
+the hubs of its process keep every event from its first one on, in order,
+until its response went out (``request_finished``) or ``HOLD_SECONDS`` passed,
+then deliver them. Only this process's fan-out waits: the events are in the log
+and on the live path (other processes) before the response.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import signal
 import threading
 import time
 import weakref
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -42,6 +53,87 @@ logger = logging.getLogger("reactive")
 
 QUEUE_SIZE = 1000  # events a slow connection may lag before it is told to reset
 RETRY_MAX_SECONDS = 5.0  # the listener's reconnect backoff, from 0.1 s
+HOLD_SECONDS = 0.25  # the longest a local writer's response holds back its events' fan-out
+
+
+class Hold:
+    """A writer's response not sent yet: this process's hubs keep its events back until then.
+
+    Made by the writing thread before its first append (:func:`hold_back`), so
+    that no live path can bring its events to a hub first; `own` is then the id
+    of its first event. It holds back every event from that id on, of any
+    tenant, since a connection follows several tenants and must get their
+    events in the log's order; before the id is known, it holds back all.
+    """
+
+    __slots__ = ("deadline", "own")
+
+    def __init__(self) -> None:
+        self.own: int | None = None
+        self.deadline = time.monotonic() + HOLD_SECONDS
+
+    def blocks(self, event_id: int) -> bool:
+        """Whether the event `event_id` must wait for this hold."""
+        return self.own is None or self.own <= event_id
+
+    def appended(self, event: Event) -> None:
+        """The writer appended `event`: events older than its first one may go."""
+        with _holds_lock:
+            if self.own is None or int(event.id) < self.own:
+                self.own = int(event.id)
+        _wake()
+
+    def release(self) -> None:
+        """The writer's response went out (or its publish failed): its events may go."""
+        with _holds_lock:
+            if self in _holds:
+                _holds.remove(self)
+        _wake()
+
+
+_holds: list[Hold] = []  # this process's writers whose responses are not out yet
+_holds_lock = threading.Lock()
+
+
+def hold_back() -> Hold | None:
+    """Hold this process's fan-out from the caller's next event on, until :meth:`Hold.release`.
+
+    None when the process serves no connection (no hub): there is nothing to hold.
+    """
+    if not _hubs:
+        return None
+    hold = Hold()
+    with _holds_lock:
+        _holds.append(hold)
+    return hold
+
+
+def held_back(event_id: int) -> bool:
+    """Whether a local writer's response holds back the event `event_id` (expired holds go)."""
+    if not _holds:
+        return False
+    now = time.monotonic()
+    with _holds_lock:
+        _holds[:] = [h for h in _holds if h.deadline > now]
+        return any(h.blocks(event_id) for h in _holds)
+
+
+def next_expiry() -> float | None:
+    """When the soonest hold expires (time.monotonic()), or None when none is left."""
+    with _holds_lock:
+        return min((h.deadline for h in _holds), default=None)
+
+
+def _wake() -> None:
+    """Let every hub holding events back look again (from any thread)."""
+    try:
+        hubs = list(_hubs.items())
+    except RuntimeError:  # changed size meanwhile (a loop went away): once more
+        hubs = list(_hubs.items())
+    for loop, hub in hubs:
+        if hub.held and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                loop.call_soon_threadsafe(hub.flush)
 
 
 class Stream:
@@ -140,6 +232,8 @@ class Hub:
         self.dispatched = 0
         self.stopping = False  # the process is shutting down: streams end, none starts
         self.closing: asyncio.Task[None] | None = None
+        self.held: deque[Event] = deque()  # dispatched, kept back by a local writer (Hold)
+        self.expiry: asyncio.TimerHandle | None = None  # looks again when a hold expires
 
     async def open(self, tenants: set[str]) -> Stream:
         """A new stream following `tenants` (and the global tenant); starts the listener.
@@ -280,6 +374,8 @@ class Hub:
         """Stop the listener by a message, not a cancellation (which can hang a Redis read)."""
         if self.beats is not None:
             self.beats.cancel()
+        if self.expiry is not None:
+            self.expiry.cancel()
         if self.task is None or self.task.done():
             return
         await get_log().stop(self)
@@ -329,11 +425,35 @@ class Hub:
                 logger.warning("reactive: could not catch up tenant %s", tenant, exc_info=True)
 
     def dispatch(self, event: Event) -> None:
-        """Deliver `event` to its tenant's streams and record it as the tenant's last."""
+        """Record `event` as the tenant's last; deliver it now, or once no writer holds it back.
+
+        Never waits: a held event goes after those held before it, when the
+        writer's response is out (:meth:`flush`), in the order dispatched.
+        """
         self.last[event.tenant] = event.id
         self.dispatched += 1
+        if self.held or held_back(int(event.id)):
+            self.held.append(event)
+            self.flush()  # the hold may have gone meanwhile; else look again when it expires
+            return
+        self.deliver(event)
+
+    def deliver(self, event: Event) -> None:
+        """Queue `event` for each stream of its tenant."""
         for stream in list(self.streams.get(event.tenant, ())):
             stream.deliver(event)
+
+    def flush(self) -> None:
+        """Deliver the held events no hold keeps back any more, oldest first (on the hub's loop)."""
+        while self.held and not held_back(int(self.held[0].id)):
+            self.deliver(self.held.popleft())
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+        if self.held:  # a response that never goes out holds nothing for long
+            expiry = next_expiry()
+            delay = 0.0 if expiry is None else max(0.0, expiry - time.monotonic())
+            self.expiry = asyncio.get_running_loop().call_later(delay, self.flush)
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

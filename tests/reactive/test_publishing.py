@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from reactive import metrics, publishing
+from reactive import fanout, metrics, publishing
 from reactive.cache import reactive_cache, version_key
 from reactive.events import GLOBAL_TENANT, SILENT, Event
 from reactive.log import get_log
@@ -132,3 +132,60 @@ def test_the_real_cache_and_log_see_the_change():
     assert backend.get(version_key(tag)) not in (None, "old-token")
     (event,) = log.read(["tenant-publishing"], int(start))
     assert event.tags == [tag]
+
+
+# --- a request's events wait for its response, in this process's hubs -------------------
+
+
+class FakeHold:
+    """What publishing tells the hubs: the writer's events, then that its response is out."""
+
+    def __init__(self, calls: list):
+        self.calls = calls
+        self.calls.append(("hold",))
+
+    def appended(self, event: Event) -> None:
+        self.calls.append(("appended", event.id))
+
+    def release(self) -> None:
+        self.calls.append(("release",))
+
+
+@pytest.fixture
+def holds(calls, monkeypatch) -> list:
+    monkeypatch.setattr(fanout, "hold_back", lambda: FakeHold(calls))
+    yield calls
+    publishing.responded()
+
+
+def test_a_request_holds_its_events_back_until_its_response_is_out(cache, log, holds):
+    publishing.responding()  # request_started
+    assert publishing.publish({"org-1": {"a"}, SILENT: {"s"}}, {"org-2": {"b"}})
+    # One hold, taken before the first append (the live path may be faster than the reply).
+    steps = [c[0] for c in holds]
+    assert steps == ["bump", "hold", *["append", "appended", "announce"] * 2]
+    assert publishing.publish({"org-1": {"c"}})  # a second transaction of the same request
+    assert ("release",) not in holds
+    publishing.responded()  # request_finished: the response went out
+    assert holds.count(("release",)) == 2
+    publishing.responded()  # twice is harmless
+    assert holds.count(("release",)) == 2
+
+
+def test_outside_a_request_nothing_is_held(cache, log, holds):
+    assert publishing.publish({"org-1": {"a"}})  # a drainer, a command, a worker
+    assert [c[0] for c in holds] == ["bump", "append", "announce"]
+
+
+def test_a_failed_append_releases_its_hold_at_once(cache, log, holds):
+    publishing.responding()
+    log.fail_append = True
+    assert publishing.publish({"org-1": {"a"}}) is False
+    assert [c[0] for c in holds] == ["bump", "hold", "release"]
+
+
+def test_a_request_that_never_finished_releases_at_the_next_one(cache, log, holds):
+    publishing.responding()
+    assert publishing.publish({"org-1": {"a"}})
+    publishing.responding()  # the thread serves another request: the first one is over
+    assert holds[-1] == ("release",)
