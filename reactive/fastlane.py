@@ -21,6 +21,7 @@ learned yet) goes to Django unchanged, which answers it as it always does.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import time
@@ -32,12 +33,14 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import SynchronousOnlyOperation
+from django.db import transaction
 from django.http import QueryDict
 from django.utils.datastructures import CaseInsensitiveMapping
+from django.utils.functional import cached_property
 
 from . import prefetch
 from .cache import reactive_cache
-from .functions import Context, ReactiveFunction, registry
+from .functions import Context, ReactiveFunction, Result, registry
 from .http import CACHE_HEADER, etag_matches, query_input, result_body
 from .identity import Identity, IdentityResolver
 from .inline import HITS_ONLY, CacheMiss
@@ -48,6 +51,11 @@ logger = logging.getLogger("reactive")
 
 MAX_ROUNDS = 8  # fetches per request: a shape seen before needs one
 MAX_SHAPES = 20_000  # request shapes whose keys are remembered (an LRU)
+# A caller's identity is reused while every cache value it was computed from is unchanged,
+# for at most this long: what a resolver does by the clock (a token's last-used time) is
+# then done at least that often.
+IDENTITY_SECONDS = 1.0
+_ABSENT = object()
 _NAME = re.compile(r"\{(\w+)\}")
 
 
@@ -101,9 +109,14 @@ class _Request:
 
     def __init__(self, path: str, query: str, headers: CaseInsensitiveMapping[str], user: Any):
         self.path = self.path_info = path
-        self.GET = QueryDict(query)
+        self.query = query
         self.headers = headers
         self.user = user
+
+    @cached_property
+    def GET(self) -> QueryDict:  # noqa: N802 (Django's name)
+        """The query string as Django parses it."""
+        return QueryDict(self.query)
 
 
 @dataclass
@@ -121,7 +134,7 @@ class Call:
 
     scheme: str = "http"
 
-    @property
+    @cached_property
     def route_id(self) -> str:
         """What the learned headers are kept under, with the identity kind and status.
 
@@ -138,6 +151,7 @@ class Call:
         host = self.headers.get("host", "")
         return f"{self.route.path}|{self.fn.name}|{self.scheme}|{proto}|{host}"
 
+    @cached_property
     def shapes(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The request's shape, and its caller's.
 
@@ -147,13 +161,27 @@ class Call:
         secret = hashlib.blake2b(self.credential.encode(), digest_size=16).hexdigest()
         return (self.path, self.query, self.resolver.kind, secret), (self.resolver.kind, secret)
 
-    def arguments(self, identity: Identity) -> tuple[Any, Context]:
-        """The function's raw input and context, as Django's view builds them."""
+    def request(self, identity: Identity) -> _Request:
+        """The request the function's code sees, as Django's view would."""
         request = _Request(self.path, self.query, self.headers, identity.user)
         for name, value in identity.attributes.items():
             setattr(request, name, value)
-        raw = self.params or query_input(request, self.fn)  # type: ignore[arg-type]
-        return raw, Context(user=identity.user, request=request)
+        return request
+
+
+@dataclass
+class _Known:
+    """An identity, and what each cache key its resolver read held (reused while unchanged)."""
+
+    at: float
+    values: dict[str, Any]
+    identity: Identity
+
+    def still(self, fetched: prefetch.Prefetch) -> bool:
+        return time.monotonic() - self.at < IDENTITY_SECONDS and all(
+            key in fetched.asked and fetched.got.get(key, _ABSENT) == value
+            for key, value in self.values.items()
+        )
 
 
 class FastLane:
@@ -172,7 +200,10 @@ class FastLane:
         self.enabled = enabled
         self.templates: Templates = templates
         self.shapes: OrderedDict[tuple[str, ...], list[str]] = OrderedDict()
+        self.known: OrderedDict[tuple[str, ...], _Known] = OrderedDict()  # by caller
+        self.inputs: OrderedDict[tuple[str, str], Any] = OrderedDict()  # parsed query strings
         self.answered = 0  # requests the lane answered itself (tests read it)
+        self.compared = 0  # Django's answers it was checked against (reactive.testing)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer a hit here; hand everything else to the wrapped application."""
@@ -244,7 +275,7 @@ class FastLane:
         if not cache.trusted() or not prefetch.supports(cache.backend):
             return None
         fetched = prefetch.Prefetch()
-        shape, caller = call.shapes()
+        shape, caller = call.shapes
         # Never seen: start from this caller's last request (its identity's keys, at least).
         keys = self.shapes.get(shape) or self.shapes.get(caller, [])
         try:
@@ -296,16 +327,18 @@ class FastLane:
         hits_only, prefetched = HITS_ONLY.set(True), prefetch.PREFETCHED.set(fetched)
         try:
             try:
-                identity = call.resolver.resolve(call.credential)
+                identity = self._identity(call, fetched)
             except (CacheMiss, SynchronousOnlyOperation):
                 return IDENTITY_MISS
             if identity is None:
                 return DECLINE
             kind = identity.kind
-            if self.templates.headers(call.route_id, kind, 200, call.headers, (b"", b"")) is None:
+            if not self.templates.has(call.route_id, kind, 200, call.headers):
                 return DECLINE  # Django answers, and the lane learns its headers
             try:
-                result = call.fn.call(*call.arguments(identity))
+                request = call.request(identity)
+                raw = call.params or self._input(call, request)
+                result = call.fn.call(raw, Context(user=identity.user, request=request))
             except (CacheMiss, SynchronousOnlyOperation):
                 return FUNCTION_MISS
         except Exception:
@@ -325,11 +358,72 @@ class FastLane:
         sent = self.templates.headers(call.route_id, kind, status, call.headers, slots)
         return DECLINE if sent is None else Answer(status, sent, body)
 
+    def call_cached(self, fn: ReactiveFunction, raw: Any, ctx: Context) -> Result | None:
+        """``fn.call(raw, ctx)`` as the lane runs it once the caller is known, or None.
+
+        Every cache read is answered from one fetch of the keys the same call
+        read last time (more fetches while it learns them); None unless it all
+        hit. Outside a request (tests, a project's own async code), on the
+        calling thread: never inside a transaction, whose writes the cache
+        cannot see.
+        """
+        if fn.kind != "query" or transaction.get_connection().in_atomic_block:
+            return None
+        cache = reactive_cache()
+        user = getattr(ctx.user, "pk", None)
+        shape = ("call", fn.name, json.dumps(raw, sort_keys=True, default=str), str(user))
+        fetched, keys = prefetch.Prefetch(), self.shapes.get(shape, [])
+        try:
+            for _ in range(MAX_ROUNDS):
+                if not cache.trusted():
+                    return None
+                if keys:
+                    fetched.add(keys, cache.backend.get_many(keys))
+                hits_only, prefetched = HITS_ONLY.set(True), prefetch.PREFETCHED.set(fetched)
+                try:
+                    result = fn.call(raw, ctx)
+                    return result if result.hit else None
+                except (CacheMiss, SynchronousOnlyOperation):
+                    keys = sorted(fetched.wanted - fetched.asked)
+                    fetched.wanted.clear()
+                except Exception:
+                    return None  # an error, a refusal: the caller's own call raises it
+                finally:
+                    prefetch.PREFETCHED.reset(prefetched)
+                    HITS_ONLY.reset(hits_only)
+                if not keys:
+                    return None
+            return None
+        finally:
+            self._remember(shape, sorted(fetched.asked))
+
+    def _identity(self, call: Call, fetched: prefetch.Prefetch) -> Identity | None:
+        """The caller's identity: the one resolved before if nothing it read has changed."""
+        caller = call.shapes[1]
+        known = self.known.get(caller)
+        if known is not None and known.still(fetched):
+            return known.identity
+        fetched.reads = []
+        try:
+            identity = call.resolver.resolve(call.credential)
+        finally:
+            reads, fetched.reads = fetched.reads, None
+        if identity is not None:
+            values = {key: fetched.got.get(key, _ABSENT) for key in reads}
+            _put(self.known, caller, _Known(time.monotonic(), values, identity))
+        return identity
+
+    def _input(self, call: Call, request: _Request) -> Any:
+        """The query string parsed into the function's input (kept: it parses the same each time)."""
+        key = (call.fn.name, call.query)
+        parsed = self.inputs.get(key)
+        if parsed is None:
+            parsed = query_input(request, call.fn)  # type: ignore[arg-type]
+            _put(self.inputs, key, parsed)
+        return parsed
+
     def _remember(self, shape: tuple[str, ...], keys: list[str]) -> None:
-        self.shapes[shape] = keys
-        self.shapes.move_to_end(shape)
-        while len(self.shapes) > MAX_SHAPES:
-            self.shapes.popitem(last=False)
+        _put(self.shapes, shape, keys)
 
     # -- learning Django's headers -----------------------------------------------------------
 
@@ -347,6 +441,13 @@ class FastLane:
             await send(message)
 
         return learning_send
+
+
+def _put(lru: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+    lru[key] = value
+    lru.move_to_end(key)
+    while len(lru) > MAX_SHAPES:
+        lru.popitem(last=False)
 
 
 def _headers(scope: Scope) -> CaseInsensitiveMapping[str] | None:

@@ -52,6 +52,7 @@ from .schema import NoInput
 from .tags import TagTemplate, check_scope, dependency_tags, normalize
 
 Kind = Literal["query", "mutation"]
+SEEN_INPUTS = 4096  # input objects whose tags and key a function keeps
 # The callables below receive the parsed input, an instance of the function's own input
 # schema: typed Any, since a callable annotated with that subclass of BaseModel is not a
 # Callable taking BaseModel (arguments are contravariant).
@@ -139,6 +140,7 @@ class ReactiveFunction:
         self.cache_enabled, self.ttl = cache, ttl
         self.description = description or (handler.__doc__ or "").strip()
         self._templates: list[TagTemplate] | None = None
+        self._seen: dict[int, tuple[BaseModel, tuple[Any, Any], list[str], str]] = {}
         if apps.models_ready:
             self.templates()  # a dependency no write could invalidate fails here, not later
 
@@ -231,9 +233,25 @@ class ReactiveFunction:
             metrics.record_call(self.name, hit=result.hit, stale=result.stale, ms=ms)
         return result
 
+    def _keys(self, ctx: Context, inp: BaseModel) -> tuple[list[str], str]:
+        """`tags_for` and `key_for`, kept for an input object seen again.
+
+        The fast lane keeps parsed inputs; both are pure functions of the input,
+        the user and the cache version.
+        """
+        user, version = getattr(ctx.user, "pk", None), reactive_settings().CACHE_VERSION
+        seen = self._seen.get(id(inp))
+        if seen is not None and seen[0] is inp and seen[1] == (user, version):
+            return list(seen[2]), seen[3]
+        tags, key = self.tags_for(ctx, inp), self.key_for(ctx, inp)
+        if not callable(self.dependencies):  # a callable may read anything of the context
+            if len(self._seen) >= SEEN_INPUTS:
+                self._seen.clear()
+            self._seen[id(inp)] = (inp, (user, version), tags, key)
+        return tags, key
+
     def _query(self, ctx: Context, inp: BaseModel) -> Result:
-        tags = self.tags_for(ctx, inp)
-        key = self.key_for(ctx, inp)
+        tags, key = self._keys(ctx, inp)
         log = get_log()
         if not self.cache_enabled:
             return Result(self.handler(ctx, inp), key, tags, log.position())

@@ -21,6 +21,7 @@ from typing import Any
 from django.core.signals import setting_changed
 
 HeaderList = list[tuple[bytes, bytes]]
+Shape = list[tuple[bytes, bytes, bytes]]  # name, value (empty in a slot), lowercased name
 SLOTS = (b"content-length", b"etag")
 # A learned template from settings that shape responses: forgotten when one changes.
 _SHAPING = ("MIDDLEWARE", "DEFAULT_CHARSET", "REACTIVE", "X_FRAME_OPTIONS")
@@ -33,8 +34,8 @@ class Templates:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         # (route, kind, status) -> (vary names, {vary values: headers})
-        self.adopted: dict[tuple[str, str, int], tuple[tuple[str, ...], dict[Any, HeaderList]]] = {}
-        self.pending: dict[Any, HeaderList] = {}
+        self.adopted: dict[tuple[str, str, int], tuple[tuple[str, ...], dict[Any, Shape]]] = {}
+        self.pending: dict[Any, Shape] = {}
 
     def clear(self) -> None:
         """Forget every template (settings changed)."""
@@ -51,7 +52,9 @@ class Templates:
             return
         vary = _vary_names(headers)
         values = tuple(request.get(name, "") for name in vary)
-        shape = [(name, b"" if name.lower() in SLOTS else value) for name, value in headers]
+        shape = [
+            (name, b"" if name.lower() in SLOTS else value, name.lower()) for name, value in headers
+        ]
         key = (route, kind, status, vary, values)
         with self.lock:
             current = self.adopted.get((route, kind, status))
@@ -67,22 +70,31 @@ class Templates:
                 current = self.adopted[(route, kind, status)] = (vary, {})
             current[1][values] = shape
 
-    def headers(
-        self, route: str, kind: str, status: int, request: Mapping[str, str], slots: Sequence[bytes]
-    ) -> HeaderList | None:
-        """The headers to send, slots filled (content-length, etag), or None if not learned yet."""
+    def _shape(
+        self, route: str, kind: str, status: int, request: Mapping[str, str]
+    ) -> Shape | None:
         found = self.adopted.get((route, kind, status))
         if found is None:
             return None
         vary, by_values = found
-        shape = by_values.get(tuple(request.get(name, "") for name in vary))
+        return by_values.get(tuple(request.get(name, "") for name in vary))
+
+    def has(self, route: str, kind: str, status: int, request: Mapping[str, str]) -> bool:
+        """Whether a template is learned for this answer."""
+        return self._shape(route, kind, status, request) is not None
+
+    def headers(
+        self, route: str, kind: str, status: int, request: Mapping[str, str], slots: Sequence[bytes]
+    ) -> HeaderList | None:
+        """The headers to send, slots filled (content-length, etag), or None if not learned yet."""
+        shape = self._shape(route, kind, status, request)
         if shape is None:
             return None
-        fill = dict(zip(SLOTS, slots, strict=True))
-        out: HeaderList = []
-        for name, value in shape:
-            out.append((name, fill.get(name.lower(), value)))
-        return out
+        length, etag = slots
+        return [
+            (name, length if low == b"content-length" else etag if low == b"etag" else value)
+            for name, value, low in shape
+        ]
 
 
 def _vary_names(headers: HeaderList) -> tuple[str, ...]:

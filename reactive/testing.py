@@ -32,6 +32,9 @@ from . import drain, metrics, prefetch, publishing
 from .cache import reactive_cache
 from .events import Event
 from .fastlane import Answer, FastLane
+from .functions import Context, ReactiveFunction, Result
+from .http import CACHE_HEADER
+from .inline import HITS_ONLY
 from .log import get_log
 
 __all__ = [
@@ -110,15 +113,21 @@ def events_after(cursor: str, *tenants: str) -> list[Event]:
 
 
 @contextmanager
-def through_fast_lane(lane: FastLane) -> Iterator[FastLane]:
+def through_fast_lane(lane: FastLane, functions: bool = False) -> Iterator[FastLane]:
     """Django's test clients send each request to `lane` first, as the ASGI server would.
 
     What the lane answers is the response the test sees; everything else goes
     to Django as usual, and the lane learns from Django's answers (the headers
-    it replays). Any test written against ``Client`` or ``AsyncClient`` thus
-    runs through the fast lane unchanged. ``lane.answered`` counts its answers.
+    it replays). Every hit Django answers is then asked of the lane too, which
+    must answer it byte for byte the same (an AssertionError otherwise). Any
+    test written against ``Client`` or ``AsyncClient`` thus runs through the
+    fast lane unchanged. With `functions`, queries called directly
+    (``fn.call``, ``fn.execute``) are answered the lane's way as well
+    (:meth:`FastLane.call_cached`). ``lane.answered`` and ``lane.compared``
+    count.
     """
     sync_call, async_call = ClientHandler.__call__, AsyncClientHandler.__call__
+    function_call = ReactiveFunction.call
 
     def sync_handler(handler: ClientHandler, environ: dict[str, Any]) -> HttpResponseBase:
         scope = _scope_of(environ)
@@ -128,7 +137,8 @@ def through_fast_lane(lane: FastLane) -> Iterator[FastLane]:
             answered.wsgi_request = WSGIRequest(environ)  # type: ignore[attr-defined]
             return answered
         response = sync_call(handler, environ)
-        _learn(lane, scope, response)
+        if _learn(lane, scope, response):
+            _compare(lane, async_to_sync(_answer)(lane, scope), response)
         return response
 
     async def async_handler(handler: AsyncClientHandler, scope: dict[str, Any]) -> HttpResponseBase:
@@ -137,16 +147,40 @@ def through_fast_lane(lane: FastLane) -> Iterator[FastLane]:
         if answer is not None:
             return _response(answer)
         response = await async_call(handler, scope)
-        _learn(lane, scope, response)
+        if _learn(lane, scope, response):
+            _compare(lane, await _answer(lane, scope), response)
         return response
+
+    def call(fn: ReactiveFunction, raw_input: Any, ctx: Context) -> Result:
+        if ctx.authenticated and not HITS_ONLY.get() and prefetch.PREFETCHED.get() is None:
+            found = lane.call_cached(fn, raw_input, ctx)
+            if found is not None:
+                lane.answered += 1
+                return found
+        return function_call(fn, raw_input, ctx)
 
     ClientHandler.__call__ = sync_handler  # type: ignore[method-assign,assignment]
     AsyncClientHandler.__call__ = async_handler  # type: ignore[method-assign,assignment]
+    if functions:
+        ReactiveFunction.call = call  # type: ignore[method-assign,assignment]
     try:
         yield lane
     finally:
         ClientHandler.__call__ = sync_call  # type: ignore[method-assign]
         AsyncClientHandler.__call__ = async_call  # type: ignore[method-assign]
+        ReactiveFunction.call = function_call  # type: ignore[method-assign]
+
+
+def _compare(lane: FastLane, answer: Answer | None, response: HttpResponseBase) -> None:
+    """The lane's answer to a request Django just answered from the cache must be Django's."""
+    if answer is None:
+        return
+    lane.compared += 1
+    theirs = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.items()]
+    body = getattr(response, "content", b"")
+    assert (answer.status, answer.headers, answer.body) == (response.status_code, theirs, body), (
+        "the fast lane answered a hit otherwise than Django"
+    )
 
 
 async def _answer(lane: FastLane, scope: dict[str, Any]) -> Answer | None:
@@ -195,12 +229,15 @@ def _response(answer: Answer) -> HttpResponse:
     return response
 
 
-def _learn(lane: FastLane, scope: dict[str, Any], response: HttpResponseBase) -> None:
+def _learn(lane: FastLane, scope: dict[str, Any], response: HttpResponseBase) -> bool:
+    """Let the lane learn from Django's answer; whether it was a hit to compare the lane with."""
     call = lane.eligible(scope)
     if call is None:
-        return
+        return False
     sent = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.items()]
     sent += [
         (b"Set-Cookie", c.output(header="").encode().strip()) for c in response.cookies.values()
     ]
     lane.learn(call, response.status_code, sent)
+    hit = response.get(CACHE_HEADER) == "hit" and response.status_code in (200, 304)
+    return hit and not response.cookies

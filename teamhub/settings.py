@@ -166,9 +166,13 @@ else:
     }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-# Sessions are read from the cache (and written through to the database): the fast
-# lane identifies a session cookie from the cache, in its one fetch (reactive.sessions).
-SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+# With a shared cache, sessions are read from it (and written through to the database):
+# the fast lane identifies a session cookie from the cache, in its one fetch
+# (reactive.sessions). A process-local cache would keep a session another process
+# deleted (a logout, clearsessions): embedded mode keeps Django's database sessions,
+# and the lane hands session requests to Django there.
+if REDIS_URL:
+    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
 # --- reactive layer ------------------------------------------------------------
 

@@ -25,6 +25,14 @@ def pytest_report_header(config):
 
 def pytest_terminal_summary(terminalreporter):
     """Print the fault and abuse report (tests/report.py) when any test recorded to it."""
+    if LANE_ANSWERED:
+        answered = sum(a for a, _ in LANE_ANSWERED)
+        compared = sum(c for _, c in LANE_ANSWERED)
+        engaged = sum(1 for a, c in LANE_ANSWERED if a or c)
+        terminalreporter.write_line(
+            f"fast lane: {answered} reads answered by the lane, {compared} of Django's hits "
+            f"answered the same by it, in {engaged} of {len(LANE_ANSWERED)} tests run through it"
+        )
     table = report.lines()
     if table:
         terminalreporter.write_sep("=", "fault and abuse report")
@@ -158,8 +166,13 @@ def lane(request):
         return
     from teamhub.lane import build
 
-    with testing.through_fast_lane(build(None)) as fast:
+    with testing.through_fast_lane(build(None), functions=True) as fast:
         yield fast
+    LANE_ANSWERED.append((fast.answered, fast.compared))
+
+
+# per test run through the lane: (what it answered itself, Django's hits it was checked against)
+LANE_ANSWERED: list[tuple[int, int]] = []
 
 
 @pytest.fixture

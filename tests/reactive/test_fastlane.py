@@ -17,7 +17,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def fast():
+def fast(settings):
+    # Sessions the lane can read from the cache (what services mode uses; one process here).
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
     with testing.through_fast_lane(build(None)) as lane:
         yield lane
 
