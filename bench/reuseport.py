@@ -6,7 +6,7 @@ up to the backlog per wake-up), so long-lived connections opened together pile
 up on one worker. With SO_REUSEPORT every process has its own socket on the same
 port and the kernel spreads connections over them by a hash of the address.
 
-    python bench/reuseport.py PORT
+    python bench/reuseport.py PORT [APP]    (APP: teamhub.asgi:application)
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def main() -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(("127.0.0.1", port))
     config = uvicorn.Config(
-        "teamhub.asgi:application",
+        sys.argv[2] if len(sys.argv) > 2 else "teamhub.asgi:application",
         log_level="warning",
         access_log=False,
         ws_per_message_deflate=False,  # as BenchServer's uvicorn command line

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The whole benchmark suite of issues 7 and 12, in services mode (PostgreSQL + Redis), in one command:
+# The whole benchmark suite of issues 7, 12 and 16, in services mode (PostgreSQL + Redis), in one command:
 #
 #   DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres \
 #   REDIS_URL=redis://127.0.0.1:6379/13 bench/run_all.sh
 #
 # Appends every result table to docs/benchmarks.md under one dated heading, writes
 # the raw results as JSON under bench/results/ (the previous run's are removed
-# first) and the plots as docs/bench-*.png. About 20 minutes on 2 cores; run it
+# first) and the plots as docs/bench-*.png. About 30 minutes on 2 cores; run it
 # on a quiet machine. `bench/run_all.sh --quick` runs every step with tiny
 # settings into a temporary directory (report, JSON and PNGs), leaving the
 # repository untouched: a check that the suite works, not a measurement.
@@ -37,7 +37,9 @@ if [ "$QUICK" = 1 ]; then
   RESULTS=$TMP/results OUT=$TMP
   export BENCH_REPORT=$TMP/benchmarks.md
   HIT=(--orgs 10 100 --ops 500)
-  READS=(--seconds 1 --servers uvicorn daphne --workers 1 2)
+  READS=(--seconds 1 --rounds 2)
+  READS_SCALE=(--seconds 1 --rounds 1 --servers uvicorn daphne --workers 2 --lanes on)
+  AUDIENCE=(--audiences 1 20 --writes 5 --rounds 1)
   RT_CLIENTS=(--clients 1 20 --writes 3)
   RT_SCALE=(--clients 20 --writes 3 --servers uvicorn daphne --workers 2)
   SUS_HTTP=(--clients 10 --rate 10 40 --duration 1)
@@ -45,12 +47,14 @@ if [ "$QUICK" = 1 ]; then
   WRITES=(--n 20 --rounds 2)
   OUTSIDE=(--updates 10 --runs 1)
   DRAIN=(--rows 500 --rounds 1 --idle 1)
-  ESTIMATE="about 3 minutes"
+  ESTIMATE="about 5 minutes"
 else
   RESULTS=bench/results OUT=docs
   rm -f "$RESULTS"/*.json
   HIT=(--orgs 10 100 1000 --ops 20000)
-  READS=(--seconds 8 --servers uvicorn daphne --workers 1 2 4)
+  READS=(--seconds 4 --rounds 5)
+  READS_SCALE=(--seconds 3 --rounds 3 --servers uvicorn daphne --workers 2 4 --lanes on)
+  AUDIENCE=(--audiences 1 500 --writes 100 --rounds 3)
   CLIENTS=(1 100 1000 5000)
   if [ "$FDS" -lt 5200 ]; then
     echo "open files limited to $FDS: real time at 1, 100 and 1000 clients only"
@@ -63,14 +67,14 @@ else
   WRITES=(--n 200 --rounds 5)
   OUTSIDE=(--updates 200 --runs 1)
   DRAIN=(--rows 5000 --rounds 2 --idle 5)
-  ESTIMATE="about 20 minutes (2 cores)"
+  ESTIMATE="about 30 minutes (2 cores)"
 fi
 export BENCH_REPORT_LEVEL=3  # every section under the run's dated heading
 mkdir -p "$RESULTS"
 
 STARTED=$(date +%s)
 STEP=0
-STEPS=11
+STEPS=13
 step() {
   STEP=$((STEP + 1))
   echo
@@ -87,8 +91,10 @@ echo "TeamHub benchmark suite: $ESTIMATE; mode PostgreSQL + Redis; open files $F
 
 step "hit rate: ${HIT[*]}" \
   "$PY" bench/hit_rate.py "${HIT[@]}" --report --json "$RESULTS/hit_rate.json"
-step "HTTP reads, ${READS[*]}" \
+step "HTTP reads, fast lane on and off, against the floors: ${READS[*]}" \
   "$PY" bench/reads.py "${READS[@]}" --report --json "$RESULTS/reads.json"
+step "HTTP reads against workers and servers: ${READS_SCALE[*]}" \
+  "$PY" bench/reads.py "${READS_SCALE[@]}" --report --json "$RESULTS/reads-scaling.json"
 step "real time, latency against clients: ${RT_CLIENTS[*]}" \
   "$PY" bench/realtime.py "${RT_CLIENTS[@]}" --report --json "$RESULTS/realtime-clients.json"
 step "real time, latency against workers and servers: ${RT_SCALE[*]}" \
@@ -101,6 +107,8 @@ step "real time, sustained rate of published events: ${SUS_LOG[*]}" \
   --json "$RESULTS/realtime-sustained-log.json"
 step "write cost: ${WRITES[*]}" \
   "$PY" bench/writes.py "${WRITES[@]}" --report --json "$RESULTS/writes.json"
+step "a write's response time against its audience: ${AUDIENCE[*]}" \
+  "$PY" bench/write_audience.py "${AUDIENCE[@]}" --report --json "$RESULTS/write_audience.json"
 step "outside writes to an SSE client: ${OUTSIDE[*]}" \
   "$PY" bench/outside.py "${OUTSIDE[@]}" --report --json "$RESULTS/outside.json"
 step "drainer throughput and idle cost: ${DRAIN[*]}" \

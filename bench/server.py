@@ -1,5 +1,9 @@
 """A throwaway TeamHub server for benchmarks: fresh database, one org, one token.
 
+Production settings (DEBUG=0, bench/production.py). It also serves the
+benchmarks' own ASGI applications without a database (the floors of
+bench/reads.py: bench/lean.py, bench/rawasgi.py).
+
 uvicorn (``--workers N`` processes sharing one listening socket: whichever
 worker wakes first accepts the connections waiting; or, with ``reuse_port``, N
 single-process uvicorns on their own SO_REUSEPORT sockets, see reuseport.py) or
@@ -25,6 +29,9 @@ from urllib.request import urlopen
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import drop_redis_prefix  # noqa: E402
+from production import ENV as PRODUCTION  # noqa: E402
+
+APP = "teamhub.asgi:application"
 
 SETUP = """
 import json
@@ -85,39 +92,59 @@ def add_server_arguments(parser) -> None:
     )
 
 
-def bench_server(name: str, workers: int) -> BenchServer:
-    """A BenchServer for a configuration named as in SERVERS."""
+def bench_server(name: str, workers: int, **options) -> BenchServer:
+    """A BenchServer for a configuration named as in SERVERS (`options`: BenchServer's)."""
     if name == "uvicorn-reuseport":
-        return BenchServer(workers=workers, server="uvicorn", reuse_port=True)
-    return BenchServer(workers=workers, server=name)
+        return BenchServer(workers=workers, server="uvicorn", reuse_port=True, **options)
+    return BenchServer(workers=workers, server=name, **options)
 
 
 class BenchServer:
-    """Context manager: `with BenchServer(workers=1) as srv: srv.url, srv.token, srv.org`."""
+    """Context manager: `with BenchServer(workers=1) as srv: srv.url, srv.token, srv.org`.
+
+    Production settings (DEBUG=0, bench/production.py) unless the environment says
+    otherwise; `env` adds to the server's environment. `app` is the ASGI
+    application it serves; `seed=False` makes no database (for an application
+    that needs none) and waits for `ready` (a path and the status it answers).
+    """
 
     def __init__(
-        self, workers: int = 1, agents: int = 50, server: str = "uvicorn", reuse_port: bool = False
+        self,
+        workers: int = 1,
+        agents: int = 50,
+        server: str = "uvicorn",
+        reuse_port: bool = False,
+        *,
+        app: str = APP,
+        seed: bool = True,
+        env: dict[str, str] | None = None,
+        ready: tuple[str, int] = ("/api/auth/me", 401),
     ):
         if server not in ("uvicorn", "daphne"):
             raise ValueError(f"unknown server {server!r}")
         if server == "daphne" and workers != 1:
             raise ValueError("daphne runs as one process: --workers applies to uvicorn only")
         self.workers, self.agents, self.server = workers, agents, server
+        self.app, self.seed, self.ready = app, seed, ready
         self.reuse_port = reuse_port and server == "uvicorn"
         self.procs: list[subprocess.Popen] = []
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tmp = Path(tempfile.mkdtemp(prefix="teamhub-bench-"))
         self.env = {
+            **PRODUCTION,  # values already set win
             **os.environ,
             "LOG_LEVEL": "ERROR",
             "PYTHONUNBUFFERED": "1",
             "TEAMHUB_DATA_DIR": str(self.tmp),
+            **(env or {}),
         }
         self.db_name: str | None = None
 
     def __enter__(self) -> BenchServer:
-        if os.environ.get("DATABASE_URL"):
+        if not self.seed:
+            pass  # no database: the application reads none
+        elif os.environ.get("DATABASE_URL"):
             import psycopg
 
             self.db_name = f"teamhub_bench_{secrets.token_hex(4)}"
@@ -138,6 +165,11 @@ class BenchServer:
 
     def _start(self) -> None:
         py = sys.executable
+        if self.seed:
+            self._seed(py)
+        self._launch(py)
+
+    def _seed(self, py: str) -> None:
         subprocess.run([py, "manage.py", "migrate", "-v0"], cwd=ROOT, env=self.env, check=True)
         out = subprocess.run(
             [py, "manage.py", "shell", "-c", SETUP.replace("AGENTS", str(self.agents))],
@@ -151,6 +183,8 @@ class BenchServer:
             next(line for line in out.stdout.splitlines() if line.startswith("BENCH:"))[6:]
         )
         self.org, self.agent, self.token = data["org"], data["agent"], data["token"]
+
+    def _launch(self, py: str) -> None:
         if self.server == "daphne":
             cmd = [
                 str(Path(py).parent / "daphne"),
@@ -160,14 +194,14 @@ class BenchServer:
                 str(self.port),
                 "-v",
                 "0",  # verbosity 1 (the default) writes an access log line per request
-                "teamhub.asgi:application",
+                self.app,
             ]
         else:
             cmd = [
                 py,
                 "-m",
                 "uvicorn",
-                "teamhub.asgi:application",
+                self.app,
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -185,7 +219,7 @@ class BenchServer:
             ]
         log = (self.tmp / "server.log").open("wb")
         if self.reuse_port:
-            cmd = [py, str(ROOT / "bench" / "reuseport.py"), str(self.port)]
+            cmd = [py, str(ROOT / "bench" / "reuseport.py"), str(self.port), self.app]
             for _ in range(self.workers):  # one process group: the first's (same session)
                 self.procs.append(
                     subprocess.Popen(
@@ -210,16 +244,19 @@ class BenchServer:
             )
         self.proc = self.procs[0]
         deadline = time.monotonic() + 60
+        path, expected = self.ready
         while time.monotonic() < deadline:
             if any(p.poll() is not None for p in self.procs):
                 break
             try:
-                urlopen(self.url + "/api/auth/me", timeout=1)
+                with urlopen(self.url + path, timeout=1) as answer:
+                    status = answer.status
             except Exception as exc:
-                if getattr(exc, "code", None) == 401 and self.listeners() >= len(self.procs):
-                    self._settle(deadline)
-                    return
-                time.sleep(0.2)
+                status = getattr(exc, "code", None)
+            if status == expected and self.listeners() >= len(self.procs):
+                self._settle(deadline)
+                return
+            time.sleep(0.2)
         raise RuntimeError("bench server did not start: " + (self.tmp / "server.log").read_text())
 
     def _settle(self, deadline: float) -> None:
