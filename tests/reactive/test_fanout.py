@@ -19,6 +19,7 @@ from reactive import fanout
 from reactive.events import GLOBAL_TENANT, Event
 from reactive.fanout import Stream, get_hub, hold_back
 from reactive.log import get_log
+from tests.asgi import http_scope
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.usefixtures("hub")]
 WAIT = 5  # seconds an expected event may take
@@ -183,20 +184,7 @@ class Audience(Stream):
 async def call_asgi(app, path: str, body: dict, headers: list, response_out: threading.Event):
     """POST `body` through the ASGI application: status, body, seconds to respond, when sent."""
     raw = json.dumps(body).encode()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"), *headers],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-    }
+    scope = http_scope("POST", path, b"", [(b"content-type", b"application/json"), *headers])
     received = False
 
     async def receive():

@@ -11,6 +11,7 @@ from django.test import Client
 from agency.models import Agent, ApiToken, Membership
 from reactive import prefetch, testing
 from teamhub.lane import build
+from tests.asgi import http_scope
 from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -192,20 +193,7 @@ def test_misses_errors_and_a_failed_cache_go_to_django(fast, monkeypatch, alice,
 
 
 async def _asgi_get(app, path, query, headers):
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query.encode(),
-        "root_path": "",
-        "headers": [(b"host", b"testserver"), *headers],
-        "client": ("127.0.0.1", 1234),
-        "server": ("testserver", 80),
-    }
+    scope = http_scope("GET", path, query.encode(), headers)
     communicator = ApplicationCommunicator(app, scope)
     await communicator.send_input({"type": "http.request", "body": b""})
     start = await communicator.receive_output(10)

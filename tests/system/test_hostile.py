@@ -25,6 +25,7 @@ from django.test import AsyncClient, Client
 from agency.models import Agent, ApiToken, Cron, Tool
 from reactive.functions import registry
 from reactive.log import get_log
+from tests.asgi import http_scope
 from tests.conftest import client_for
 from tests.live import LiveServer
 from tests.report import record
@@ -555,19 +556,7 @@ async def asgi_get(
     """One request through the project's ASGI application, with raw bytes where asked."""
     from teamhub.asgi import application
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query,
-        "headers": [(b"host", b"testserver"), *headers],
-        "client": ("127.0.0.1", 1234),
-        "server": ("testserver", 80),
-    }
+    scope = http_scope("GET", path, query, headers)
     sent: list[dict] = []
     first = True
 
