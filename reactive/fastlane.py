@@ -100,6 +100,7 @@ class _Outcome:
 DECLINE = _Outcome("decline")  # Django answers
 IDENTITY_MISS = _Outcome("identity miss")  # the identity lookup needs keys or a thread
 FUNCTION_MISS = _Outcome("function miss")  # the function needs keys (or Django)
+NEED_BODY = _Outcome("need body")  # the entry was read for its ETag, which did not match
 
 
 class _Request:
@@ -200,6 +201,7 @@ class FastLane:
         self.enabled = enabled
         self.templates: Templates = templates
         self.shapes: OrderedDict[tuple[str, ...], list[str]] = OrderedDict()
+        self.results: OrderedDict[tuple[str, ...], str] = OrderedDict()  # shape -> entry key
         self.known: OrderedDict[tuple[str, ...], _Known] = OrderedDict()  # by caller
         self.inputs: OrderedDict[tuple[str, str], Any] = OrderedDict()  # parsed query strings
         self.answered = 0  # requests the lane answered itself (tests read it)
@@ -231,7 +233,7 @@ class FastLane:
         if not self.enabled or scope.get("method") != "GET" or scope.get("root_path"):
             return None
         routed = self._route(scope["path"])
-        headers = _headers(scope)
+        headers = _headers(scope) if routed is not None else None
         if routed is None or headers is None:
             return None
         credential = self._credential(headers)
@@ -291,14 +293,22 @@ class FastLane:
         """Fetch, attempt, fetch what the attempt wanted, ...: one round for a shape seen before."""
         cache = reactive_cache()
         computed = False
+        # Revalidation: the result's own entry is read for its header (its ETag) alone.
+        entry = self.results.get(call.shapes[0])
+        conditional = (
+            call.headers.get("if-none-match") and call.fn.check is None
+        )  # checks read data
+        heads = {entry} if entry and conditional else set()
         for _ in range(MAX_ROUNDS):
             if keys:
                 started = time.monotonic()
                 try:
-                    fetched.add(keys, await prefetch.aget_many(cache.backend, keys))
+                    got = await prefetch.aget_many(cache.backend, keys, heads & set(keys))
                 except Exception:
                     cache.failed(started, "fast lane: cache unavailable")
                     return None
+                fetched.add(keys, got)
+                fetched.heads |= heads & set(keys)
             outcome = self._attempt(call, fetched)
             if isinstance(outcome, Answer):
                 self.answered += 1
@@ -307,6 +317,14 @@ class FastLane:
                 return None
             keys = sorted(fetched.wanted - fetched.asked)
             fetched.wanted.clear()
+            if fetched.heads and (outcome is NEED_BODY or (outcome is FUNCTION_MISS and not keys)):
+                # The body after all (or a header too long to read alone): the whole entry.
+                keys, heads = [*keys, *fetched.heads], set()
+                fetched.asked -= fetched.heads
+                for key in fetched.heads:
+                    fetched.got.pop(key, None)
+                fetched.heads.clear()
+                continue
             if keys:
                 continue
             if outcome is IDENTITY_MISS and not computed:
@@ -348,10 +366,13 @@ class FastLane:
             HITS_ONLY.reset(hits_only)
         if not result.hit or result.etag is None:
             return DECLINE
+        _put(self.results, call.shapes[0], result.key)
         etag = result.etag.encode()
         conditional = call.headers.get("if-none-match")
         if conditional and etag_matches(conditional, result.etag):
             status, body = 304, b""
+        elif result.key in fetched.heads:
+            return NEED_BODY  # read for its ETag alone, and it changed: no body to send yet
         else:
             status, body = 200, result_body(result, call.route.envelope)
         slots = (str(len(body)).encode(), etag)

@@ -60,19 +60,28 @@ class Connection(asyncio.Protocol):
 
     async def command(self, *args: bytes | str) -> Any:
         """Send one command and wait for its reply (Unavailable on failure)."""
+        return (await self.commands(args))[0]
+
+    async def commands(self, *commands: tuple[bytes | str, ...]) -> list[Any]:
+        """Send commands in one write and wait for their replies (Unavailable on failure)."""
         if self.lost or self.transport is None:
             raise Unavailable("the Redis connection is closed")
-        waiter = asyncio.get_running_loop().create_future()
-        self.waiting.append(waiter)
-        self.transport.write(_pack(args))
+        loop = asyncio.get_running_loop()
+        waiters = [loop.create_future() for _ in commands]
+        self.waiting.extend(waiters)
+        self.transport.write(b"".join(_pack(args) for args in commands))
         try:
-            reply = await asyncio.wait_for(asyncio.shield(waiter), self.timeout)
+            # A waiter cancelled by the timeout (or by a caller that left) stays in the queue,
+            # done: its reply, when it comes, is skipped, so later replies still match.
+            async with asyncio.timeout(self.timeout):
+                replies = [await waiter for waiter in waiters]
         except TimeoutError:
             self.fail(Unavailable("Redis did not answer in time"))
             raise Unavailable("Redis did not answer in time") from None
-        if isinstance(reply, hiredis.ReplyError):
-            raise Unavailable(str(reply))
-        return reply
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError):
+                raise Unavailable(str(reply))
+        return replies
 
 
 def _pack(args: tuple[bytes | str, ...]) -> bytes:

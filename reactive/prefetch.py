@@ -20,8 +20,9 @@ import asyncio
 import pickle
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from contextvars import ContextVar
+from functools import lru_cache
 from typing import Any
 
 from django.core.cache import BaseCache
@@ -40,6 +41,7 @@ class Prefetch:
         self.got: dict[str, Any] = {}
         self.wanted: set[str] = set()
         self.reads: list[str] | None = None  # a list: the keys read are noted in it
+        self.heads: set[str] = set()  # entries fetched for their header alone (empty body)
 
     def add(self, asked: Iterable[str], got: dict[str, Any]) -> None:
         """Note a fetch of `asked` that returned `got` (absent keys left out)."""
@@ -147,8 +149,19 @@ def _local_get_many(backend: Any, keys: list[str]) -> dict[str, Any]:
     return {key: pickle.loads(pickled) for key, pickled in out.items()}
 
 
-async def aget_many(backend: BaseCache, keys: list[str]) -> dict[str, Any]:
-    """``backend.get_many(keys)`` without blocking the event loop: one MGET on Redis."""
+HEAD_BYTES = 1024  # of an entry read for its header alone (its versions: the ETag)
+
+
+async def aget_many(
+    backend: BaseCache, keys: list[str], heads: Collection[str] = ()
+) -> dict[str, Any]:
+    """``backend.get_many(keys)`` without blocking the event loop: one MGET on Redis.
+
+    The entries named in `heads` are read for their header alone where the
+    backend allows it (a ``GETRANGE`` in the same round trip): enough to
+    compare an ETag, without the body. One whose header is longer comes back
+    absent.
+    """
     if isinstance(backend, LocMemCache):
         return _local_get_many(backend, keys)
     if _is_local(backend):
@@ -157,13 +170,44 @@ async def aget_many(backend: BaseCache, keys: list[str]) -> dict[str, Any]:
     if client is None:
         raise Unsupported(type(backend).__name__)
     connection = await _connection(client)
-    raw = await connection.command("MGET", *[client.make_key(k) for k in keys])
+    made = _made_keys(client)
+    whole = [k for k in keys if k not in heads]
+    parts = [k for k in keys if k in heads]
+    replies = await connection.commands(
+        ("MGET", *[made(k) for k in whole]) if whole else ("PING",),
+        *[("GETRANGE", made(k), "0", str(HEAD_BYTES - 1)) for k in parts],
+    )
     # Entries are stored as they are (reactive.serializers); the rest as django-redis does.
     decode = _decoder(client)
-    return {k: decode(v) for k, v in zip(keys, raw, strict=True) if v is not None}
+    values = replies[0] if whole else []
+    out = {k: decode(v) for k, v in zip(whole, values, strict=True) if v is not None}
+    for key, part in zip(parts, replies[1:], strict=True):
+        end = part.find(b"\n") if part.startswith(MAGIC) else -1
+        if end >= 0:
+            out[key] = part[: end + 1]  # the header, and an empty body
+    return out
+
+
+_per_client: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def _made_keys(client: Any) -> Any:
+    """``client.make_key``, remembered (the same few keys are made on every request)."""
+    return _helpers(client)[0]
 
 
 def _decoder(client: Any) -> Any:
+    return _helpers(client)[1]
+
+
+def _helpers(client: Any) -> tuple[Any, Any]:
+    found = _per_client.get(client)
+    if found is None:
+        found = _per_client[client] = (lru_cache(maxsize=65_536)(client.make_key), _decode(client))
+    return found
+
+
+def _decode(client: Any) -> Any:
     """django-redis's ``decode``, with a shortcut for entries and plain pickles.
 
     Its own tries ``int()`` first, which raises for every version token; with
